@@ -1,0 +1,103 @@
+"""Where errors become HTTP replies: every reply is JSON {"detail": "<a sentence>"}."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ValidationError
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.core.errors import (
+    BudgetExceeded,
+    EmbeddingServiceError,
+    InvalidRequest,
+    StaleGradient,
+    TableExists,
+    TableNotFound,
+)
+
+STATUS_OF: dict[type[EmbeddingServiceError], int] = {
+    TableNotFound: 404,
+    TableExists: 409,
+    StaleGradient: 409,
+    InvalidRequest: 422,
+    BudgetExceeded: 413,
+}
+
+
+class PayloadTooLarge(EmbeddingServiceError):
+    """A body or an id list over the configured limit (HTTP 413)."""
+
+
+class UnsupportedMediaType(EmbeddingServiceError):
+    """A Content-Type the endpoint does not read (HTTP 415)."""
+
+
+class NotAcceptable(EmbeddingServiceError):
+    """An Accept header the endpoint cannot answer (HTTP 406)."""
+
+
+STATUS_OF.update({PayloadTooLarge: 413, UnsupportedMediaType: 415, NotAcceptable: 406})
+
+
+def status_of(error: EmbeddingServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
+
+
+def error_reply(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def describe_validation_error(errors: Sequence[Any]) -> str:
+    """pydantic's first complaint as one sentence naming the field and the value."""
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(location) or "body"
+    message = first.get("msg", "is invalid")
+    if first.get("type") == "missing":
+        return f"{field} is required"
+    if first.get("type") == "extra_forbidden":
+        return f"{field} is not a field of this request"
+    value = first.get("input")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{field}: {message}, got {shown}"
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate_model(model: type[Model], data: Any) -> Model:
+    """model.model_validate(data), with pydantic's complaint turned into InvalidRequest (422)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidRequest(describe_validation_error(error.errors())) from None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def service_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, EmbeddingServiceError)
+        return error_reply(status_of(error), error.detail)
+
+    async def validation_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_reply(422, describe_validation_error(error.errors()))
+
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        return JSONResponse(
+            {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
+        )
+
+    app.add_exception_handler(EmbeddingServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)

@@ -1,0 +1,171 @@
+"""The embedding layer over HTTP: lookup (forward), gradient push (backward), apply (step).
+
+Binary bodies skip pydantic and JSON entirely: the .npy / .npz bytes are read with
+np.frombuffer and the reply rows are gathered straight into the reply buffer. Numeric work runs
+in the thread pool (numpy releases the GIL), so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api import codecs
+from service.api.codecs import JSON, NPY, NPZ
+from service.api.deps import SettingsDep, TablesDep
+from service.api.errors import PayloadTooLarge
+from service.api.negotiation import reply_format, request_format
+from service.api.errors import validate_model
+from service.api.schemas import (
+    ApplyReply,
+    ApplyRequest,
+    ErrorReply,
+    LookupReply,
+    LookupRequest,
+    PushReply,
+    PushRequest,
+)
+from service.api.settings import Settings
+from service.core.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1/tables", tags=["operations"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorReply} for code in (404, 406, 409, 413, 415, 422)
+}
+
+
+def npy_schema(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "string", "format": "binary"}, "description": description}
+
+
+def body_doc(json_model: type, binary: str, description: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": json_model.model_json_schema(ref_template="#/components/schemas/{model}")},
+                binary: npy_schema(description),
+            },
+        }
+    }
+
+
+def _check_count(ids: np.ndarray, settings: Settings) -> None:
+    if ids.size > settings.max_ids_per_request:
+        raise PayloadTooLarge(
+            f"ids has {ids.size} entries, more than max_ids_per_request="
+            f"{settings.max_ids_per_request}"
+        )
+
+
+def _query_flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidRequest(f"query parameter {name} must be true or false, got {value!r}")
+
+
+def _query_int(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name} must be an integer, got {value!r}") from None
+
+
+@router.post(
+    "/{name}/lookup",
+    responses={
+        200: {"content": {JSON: {"schema": LookupReply.model_json_schema()},
+                          NPY: npy_schema("rows, shape ids.shape + (embedding_dim,)")},
+              "description": "The rows W[ids]; header X-Table-Step holds the table step."},
+        **ERRORS,
+    },
+    openapi_extra=body_doc(LookupRequest, NPY, "an integer array of ids (.npy)"),
+)
+async def lookup(name: str, request: Request, tables: TablesDep, settings: SettingsDep) -> Response:
+    """W[ids] for an id, or an n-dimensional array of ids, as JSON or .npy."""
+    table = tables.get(name)
+    body = await request.body()
+    fmt = request_format(request, NPY)
+    out_fmt = reply_format(request, fmt)
+    if fmt == NPY:
+        ids = codecs.parse_npy(body, "ids")
+    else:
+        fields = codecs.parse_json_object(body)
+        codecs.reject_unknown_fields(fields, {"ids"})
+        ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+    _check_count(ids, settings)
+    shape = (*ids.shape, table.embedding_dim)
+    if out_fmt == NPY:
+        buffer, rows = codecs.npy_reply_buffer(table.dtype, shape)
+        _, step = await run_in_threadpool(table.lookup, ids, rows)
+        return Response(memoryview(buffer), media_type=NPY, headers={"X-Table-Step": str(step)})
+    rows, step = await run_in_threadpool(table.lookup, ids)
+    body_out = codecs.dumps({"shape": list(shape), "step": step, "vectors": rows})
+    return Response(body_out, media_type=JSON, headers={"X-Table-Step": str(step)})
+
+
+@router.post(
+    "/{name}/gradients",
+    responses=ERRORS,
+    openapi_extra=body_doc(PushRequest, NPZ, "an .npz holding arrays ids and grads"),
+)
+async def push_gradients(
+    name: str, request: Request, tables: TablesDep, settings: SettingsDep
+) -> PushReply:
+    """Add grads into the pending gradient of rows ids (duplicate ids sum, as np.add.at).
+    JSON {"ids", "grads", "apply", "step"} or an .npz holding ids and grads (then apply and step
+    are query parameters)."""
+    table = tables.get(name)
+    body = await request.body()
+    fmt = request_format(request, NPZ)
+    if fmt == NPZ:
+        arrays = codecs.parse_npz(body, ("ids", "grads"), settings.max_body_bytes)
+        ids, grads = arrays["ids"], arrays["grads"]
+        apply, step = _query_flag(request, "apply"), _query_int(request, "step")
+    else:
+        fields = codecs.parse_json_object(body)
+        codecs.reject_unknown_fields(fields, {"ids", "grads", "apply", "step"})
+        ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+        grads = codecs.json_array(fields.get("grads"), "grads", "iuf", settings.max_json_depth + 1)
+        apply, step = fields.get("apply", False), fields.get("step")
+        if type(apply) is not bool:
+            raise InvalidRequest(f"apply must be true or false, got {apply!r}")
+        if step is not None and type(step) is not int:
+            raise InvalidRequest(f"step must be an integer, got {step!r}")
+    _check_count(ids, settings)
+    result = await run_in_threadpool(table.push, ids, grads, apply=apply, step=step)
+    return PushReply(
+        rows=result.rows, pending_rows=result.pending_rows, step=result.step,
+        rows_updated=result.rows_updated,
+    )
+
+
+@router.post(
+    "/{name}/apply",
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"required": False, "content": {
+        JSON: {"schema": ApplyRequest.model_json_schema()}}}},
+)
+async def apply(name: str, request: Request, tables: TablesDep) -> ApplyReply:
+    """One optimizer step over every row with a pending gradient. Body optional:
+    {"lr": override, "average": divide by the number of pushes}."""
+    table = tables.get(name)
+    body = await request.body()
+    request_format(request, JSON)
+    options = ApplyRequest()
+    if body.strip():
+        options = validate_model(ApplyRequest, codecs.parse_json_object(body))
+    result = await run_in_threadpool(table.apply, options.lr, options.average)
+    return ApplyReply(step=result.step, rows_updated=result.rows_updated)

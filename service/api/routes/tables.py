@@ -1,0 +1,51 @@
+"""Table management: create, list, describe, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import TablesDep
+from service.api.schemas import CreateTable, ErrorReply, TableInfo, TableList
+from service.core.initializers import InitSpec
+
+router = APIRouter(prefix="/v1/tables", tags=["tables"])
+ERRORS = {404: {"model": ErrorReply}, 422: {"model": ErrorReply}}
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={409: {"model": ErrorReply}, 413: {"model": ErrorReply}, 422: {"model": ErrorReply}},
+)
+async def create_table(spec: CreateTable, tables: TablesDep) -> TableInfo:
+    """Create a table of shape (num_embeddings, embedding_dim) with its optimizer."""
+    init = InitSpec(**spec.init.model_dump())
+    table = await run_in_threadpool(  # allocating and filling a large table takes a while
+        tables.create,
+        spec.name,
+        spec.num_embeddings,
+        spec.embedding_dim,
+        dtype=spec.dtype,
+        init=init,
+        seed=spec.seed,
+        optimizer=spec.optimizer.model_dump(),
+        max_staleness=spec.max_staleness,
+    )
+    return TableInfo(**table.info())
+
+
+@router.get("")
+async def list_tables(tables: TablesDep) -> TableList:
+    return TableList(tables=[TableInfo(**table.info()) for table in tables])
+
+
+@router.get("/{name}", responses=ERRORS)
+async def get_table(name: str, tables: TablesDep) -> TableInfo:
+    return TableInfo(**tables.get(name).info())
+
+
+@router.delete("/{name}", status_code=204, responses=ERRORS)
+async def delete_table(name: str, tables: TablesDep) -> Response:
+    tables.delete(name)
+    return Response(status_code=204)

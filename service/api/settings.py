@@ -1,0 +1,45 @@
+"""Every setting of the service, read from environment variables prefixed EMBED_ (EMBED_PORT...)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core.registry import total_memory_bytes
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore", frozen=True)
+
+    max_body_bytes: int = Field(
+        256 * 2**20, gt=0, description="Largest request body accepted; larger ones get 413."
+    )
+    max_ids_per_request: int = Field(
+        4 * 2**20, gt=0, description="Most ids one lookup or push may carry; more get 413."
+    )
+    max_tables: int = Field(1000, gt=0, description="Most tables the service holds at once.")
+    memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description="Bytes all tables (weights + optimizer state) may use; "
+        "0 means 75% of this machine's (or container's) memory.",
+    )
+    max_json_depth: int = Field(
+        32, gt=0, description="Deepest nesting of JSON arrays accepted in ids and grads."
+    )
+    data_dir: Path = Field(Path("data"), description="Where snapshots are written and read.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @model_validator(mode="after")
+    def _default_budget(self) -> Settings:
+        if self.memory_budget_bytes == 0:
+            object.__setattr__(self, "memory_budget_bytes", int(total_memory_bytes() * 0.75))
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

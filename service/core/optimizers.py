@@ -1,0 +1,176 @@
+"""Sparse optimizer steps: each updates only the rows that received gradient.
+
+Every optimizer keeps its state as per-row arrays the shape of the weights (velocity, squared
+gradient sums, moments) and touches only `rows` of them, so an apply costs O(len(rows) * dim)
+whatever the table size. Rules:
+
+- sgd:      W -= lr * g                                    (the reference layer's step)
+- momentum: v = momentum * v - lr * g;  W += v             (lazy: untouched rows keep their v)
+- adagrad:  h += g * g;  W -= lr * g / (sqrt(h) + eps)     (= torch.optim.Adagrad, sparse grads)
+- adam:     lazy Adam                                      (= torch.optim.SparseAdam)
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from service.core.errors import InvalidRequest
+
+
+class Optimizer(ABC):
+    """A rule for updating rows of a table from their summed gradient."""
+
+    kind: ClassVar[str]
+    state_names: ClassVar[tuple[str, ...]] = ()
+    lr: float
+
+    def init_state(self, shape: tuple[int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
+        return {name: np.zeros(shape, dtype=dtype) for name in self.state_names}
+
+    @abstractmethod
+    def update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+    ) -> None:
+        """Update weights[rows] (and state[*][rows]) in place. rows are distinct; grads (k, dim).
+        `step` counts applies including this one (1 on the first)."""
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
+
+    def state_bytes(self, shape: tuple[int, int], dtype: np.dtype) -> int:
+        return len(self.state_names) * shape[0] * shape[1] * dtype.itemsize
+
+    def _check(self) -> None:
+        for field in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise InvalidRequest(f"optimizer.{field.name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise InvalidRequest(f"optimizer.{field.name} must be finite, got {value!r}")
+        if self.lr <= 0:
+            raise InvalidRequest(f"optimizer.lr must be > 0, got {self.lr!r}")
+
+
+@dataclass
+class SGD(Optimizer):
+    kind: ClassVar[str] = "sgd"
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def update(self, weights, state, rows, grads, lr, step) -> None:
+        weights[rows] -= lr * grads
+
+
+@dataclass
+class Momentum(Optimizer):
+    kind: ClassVar[str] = "momentum"
+    state_names: ClassVar[tuple[str, ...]] = ("velocity",)
+    lr: float = 0.01
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        self._check()
+        if not 0 <= self.momentum < 1:
+            raise InvalidRequest(f"optimizer.momentum must be in [0, 1), got {self.momentum!r}")
+
+    def update(self, weights, state, rows, grads, lr, step) -> None:
+        velocity = self.momentum * state["velocity"][rows] - lr * grads  # (k, dim)
+        state["velocity"][rows] = velocity
+        weights[rows] += velocity
+
+
+@dataclass
+class Adagrad(Optimizer):
+    kind: ClassVar[str] = "adagrad"
+    state_names: ClassVar[tuple[str, ...]] = ("sum_squares",)
+    lr: float = 0.01
+    eps: float = 1e-10
+    initial_accumulator_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._check()
+        if self.eps <= 0:
+            raise InvalidRequest(f"optimizer.eps must be > 0, got {self.eps!r}")
+        if self.initial_accumulator_value < 0:
+            raise InvalidRequest(
+                "optimizer.initial_accumulator_value must be >= 0, "
+                f"got {self.initial_accumulator_value!r}"
+            )
+
+    def init_state(self, shape, dtype) -> dict[str, np.ndarray]:
+        return {"sum_squares": np.full(shape, self.initial_accumulator_value, dtype=dtype)}
+
+    def update(self, weights, state, rows, grads, lr, step) -> None:
+        sum_squares = state["sum_squares"][rows] + grads * grads  # (k, dim)
+        state["sum_squares"][rows] = sum_squares
+        weights[rows] -= lr * (grads / (np.sqrt(sum_squares) + self.eps))
+
+
+@dataclass
+class Adam(Optimizer):
+    """Lazy Adam, as torch.optim.SparseAdam: moments and weights move only for pushed rows;
+    bias correction uses the table's step count."""
+
+    kind: ClassVar[str] = "adam"
+    state_names: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq")
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        self._check()
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidRequest(f"optimizer.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.eps <= 0:
+            raise InvalidRequest(f"optimizer.eps must be > 0, got {self.eps!r}")
+
+    def update(self, weights, state, rows, grads, lr, step) -> None:
+        exp_avg = state["exp_avg"][rows]  # (k, dim)
+        exp_avg += (grads - exp_avg) * (1 - self.beta1)
+        exp_avg_sq = state["exp_avg_sq"][rows]
+        exp_avg_sq += (grads * grads - exp_avg_sq) * (1 - self.beta2)
+        state["exp_avg"][rows] = exp_avg
+        state["exp_avg_sq"][rows] = exp_avg_sq
+        bias_correction1 = 1 - self.beta1**step
+        bias_correction2 = 1 - self.beta2**step
+        step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+        weights[rows] -= step_size * (exp_avg / (np.sqrt(exp_avg_sq) + self.eps))
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.kind: cls for cls in (SGD, Momentum, Adagrad, Adam)
+}
+
+
+def make_optimizer(config: dict[str, Any]) -> Optimizer:
+    """Build an optimizer from its config, e.g. {"kind": "adam", "lr": 0.001}; InvalidRequest
+    names the field and value that is wrong."""
+    config = dict(config)
+    kind = config.pop("kind", "sgd")
+    cls = OPTIMIZERS.get(kind)
+    if cls is None:
+        raise InvalidRequest(
+            f"optimizer.kind must be one of {sorted(OPTIMIZERS)}, got {kind!r}"
+        )
+    known = {field.name for field in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InvalidRequest(
+            f"optimizer.{unknown[0]} is not a parameter of {kind!r} (it takes {sorted(known)})"
+        )
+    return cls(**config)

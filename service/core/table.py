@@ -1,0 +1,281 @@
+"""One embedding table: weights, optimizer state and the pending (pushed, not yet applied) gradient.
+
+The three operations of an embedding layer, for many concurrent callers:
+
+- lookup(ids)        forward:  W[ids]
+- push(ids, grads)   backward: np.add.at(G, ids, grads), summed across pushes until the next apply
+- apply()            step:     the optimizer updates every row with a pending gradient; G cleared
+
+The pending gradient is an id-indexed accumulator: `_slot_of_row[r]` is r's slot in
+`_pending_sums`, or -1. Memory and time follow the rows pushed, never the table size (the slot
+index costs 4 bytes a row). One lock per table makes every operation atomic with respect to the
+others; the heavy part of a push (summing duplicate ids) runs before taking it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.core.errors import InvalidRequest, StaleGradient
+from service.core.initializers import InitSpec, initial_weights
+from service.core.optimizers import Optimizer
+from service.core.scatter import sum_duplicate_rows
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+@dataclass(frozen=True)
+class PushResult:
+    rows: int  # id entries pushed (duplicates counted)
+    pending_rows: int  # distinct rows awaiting apply
+    step: int
+    rows_updated: int = 0  # rows the optimizer updated (asynchronous pushes only)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    step: int
+    rows_updated: int
+
+
+class EmbeddingTable:
+    """A (num_embeddings, embedding_dim) matrix with an optimizer. Thread-safe."""
+
+    def __init__(
+        self,
+        name: str,
+        num_embeddings: int,
+        embedding_dim: int,
+        optimizer: Optimizer,
+        *,
+        dtype: str = "float32",
+        init: InitSpec | None = None,
+        seed: int | None = None,
+        max_staleness: int | None = None,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        self.name = name
+        self.dtype = DTYPES[dtype]
+        self.optimizer = optimizer
+        self.init = init or InitSpec()
+        self.seed = seed
+        self.max_staleness = max_staleness
+        shape = (num_embeddings, embedding_dim)
+        self.weights = (
+            weights if weights is not None else initial_weights(shape, self.dtype, self.init, seed)
+        )
+        self.state = optimizer.init_state(shape, self.dtype)
+        self.step = 0
+        self._lock = threading.Lock()
+        self._slot_of_row: np.ndarray | None = None  # (num_embeddings,) int32, made on first push
+        self._pending_rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
+        self._pending_sums = np.empty((0, embedding_dim), dtype=self.dtype)  # (capacity, dim)
+        self._pending_count = 0  # slots in use
+        self._pushes_since_apply = 0
+
+    # -- shape and size -------------------------------------------------------------------
+    @property
+    def num_embeddings(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: weights, optimizer state and the pending-gradient structures."""
+        pending = self._pending_rows.nbytes + self._pending_sums.nbytes
+        index = 0 if self._slot_of_row is None else self._slot_of_row.nbytes
+        return self.weights.nbytes + sum(a.nbytes for a in self.state.values()) + pending + index
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "dtype": self.dtype.name,
+            "init": self.init.as_dict(),
+            "seed": self.seed,
+            "optimizer": self.optimizer.config(),
+            "max_staleness": self.max_staleness,
+            "step": self.step,
+            "pending_rows": self._pending_count,
+            "nbytes": self.nbytes,
+        }
+
+    # -- validation -------------------------------------------------------------------------
+    def check_ids(self, ids: np.ndarray) -> None:
+        """ids must be integers in [0, num_embeddings)."""
+        if ids.dtype.kind not in "iu":
+            raise InvalidRequest(f"ids must be integers, got dtype {ids.dtype}")
+        if ids.size == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0:
+            raise InvalidRequest(f"ids must be >= 0, got {low}")
+        if high >= self.num_embeddings:
+            raise InvalidRequest(
+                f"ids must be < num_embeddings={self.num_embeddings} of table {self.name!r}, "
+                f"got {high}"
+            )
+
+    def check_grads(self, ids: np.ndarray, grads: np.ndarray) -> None:
+        expected = (*ids.shape, self.embedding_dim)
+        if grads.shape != expected:
+            raise InvalidRequest(
+                f"grads must have shape ids.shape + (embedding_dim,) = {list(expected)}, "
+                f"got {list(grads.shape)}"
+            )
+        if grads.dtype.kind not in "fiu":
+            raise InvalidRequest(f"grads must be numbers, got dtype {grads.dtype}")
+        if grads.dtype.kind == "f" and not np.isfinite(grads).all():
+            raise InvalidRequest("grads must be finite, got NaN or infinity")
+
+    # -- the three operations -------------------------------------------------------------
+    def lookup(self, ids: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """W[ids], of shape ids.shape + (embedding_dim,), and the step it was read at.
+        `out` (C-contiguous, that shape and the table's dtype) receives the rows if given."""
+        self.check_ids(ids)
+        shape = (*ids.shape, self.embedding_dim)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        flat_out = out.reshape(-1, self.embedding_dim)  # (n, dim), a view
+        with self._lock:
+            np.take(self.weights, ids.reshape(-1), axis=0, out=flat_out)
+            return out, self.step
+
+    def push(
+        self,
+        ids: np.ndarray,
+        grads: np.ndarray,
+        *,
+        apply: bool = False,
+        step: int | None = None,
+    ) -> PushResult:
+        """Add grads into the pending gradient of rows ids (duplicates sum, as np.add.at).
+        With apply=True the pushed rows are updated by the optimizer at once instead, as one
+        step. `step` is the table step the gradient was computed at (staleness check)."""
+        self.check_ids(ids)
+        self.check_grads(ids, grads)
+        self._check_step(step)
+        rows, sums = sum_duplicate_rows(
+            ids.reshape(-1), grads.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False)
+        )
+        with self._lock:
+            self._check_staleness(step)
+            if apply:
+                self.step += 1
+                self.optimizer.update(
+                    self.weights, self.state, rows, sums, self.optimizer.lr, self.step
+                )
+                return PushResult(ids.size, self._pending_count, self.step, len(rows))
+            self._accumulate(rows, sums)
+            self._pushes_since_apply += 1
+            return PushResult(ids.size, self._pending_count, self.step)
+
+    def apply(self, lr: float | None = None, average: bool = False) -> ApplyResult:
+        """One optimizer step over every row with a pending gradient, then clear it. With
+        average=True each row's gradient is divided by the number of pushes since the last
+        apply. Nothing pending: nothing changes (the step does not advance)."""
+        if lr is not None and not (lr > 0 and np.isfinite(lr)):
+            raise InvalidRequest(f"lr must be a finite number > 0, got {lr!r}")
+        with self._lock:
+            count = self._pending_count
+            if count == 0:
+                return ApplyResult(self.step, 0)
+            rows = self._pending_rows[:count]
+            sums = self._pending_sums[:count]
+            if average and self._pushes_since_apply > 1:
+                sums = sums / self._pushes_since_apply
+            self.step += 1
+            self.optimizer.update(
+                self.weights, self.state, rows, sums, self.optimizer.lr if lr is None else lr,
+                self.step,
+            )
+            self._clear_pending()
+            return ApplyResult(self.step, count)
+
+    # -- pending gradient -------------------------------------------------------------------
+    def pending(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Copies of (rows, sums, pushes since the last apply) of the pending gradient."""
+        with self._lock:
+            count = self._pending_count
+            return (
+                self._pending_rows[:count].copy(),
+                self._pending_sums[:count].copy(),
+                self._pushes_since_apply,
+            )
+
+    def _accumulate(self, rows: np.ndarray, sums: np.ndarray) -> None:
+        """Add sums (k, dim) into the pending rows; rows are distinct. Caller holds the lock."""
+        if self._slot_of_row is None:
+            self._slot_of_row = np.full(self.num_embeddings, -1, dtype=np.int32)
+        slots = self._slot_of_row[rows].astype(np.int64)
+        new = slots < 0
+        new_count = int(new.sum())
+        if new_count:
+            self._reserve(self._pending_count + new_count)
+            new_slots = np.arange(self._pending_count, self._pending_count + new_count)
+            slots[new] = new_slots
+            self._slot_of_row[rows[new]] = new_slots
+            self._pending_rows[new_slots] = rows[new]
+            self._pending_sums[new_slots] = 0
+            self._pending_count += new_count
+        self._pending_sums[slots] += sums
+
+    def _reserve(self, capacity: int) -> None:
+        if capacity <= len(self._pending_rows):
+            return
+        capacity = max(capacity, 2 * len(self._pending_rows), 64)
+        rows = np.empty(capacity, dtype=np.int64)
+        sums = np.empty((capacity, self.embedding_dim), dtype=self.dtype)
+        rows[: self._pending_count] = self._pending_rows[: self._pending_count]
+        sums[: self._pending_count] = self._pending_sums[: self._pending_count]
+        self._pending_rows, self._pending_sums = rows, sums
+
+    def _clear_pending(self) -> None:
+        assert self._slot_of_row is not None
+        self._slot_of_row[self._pending_rows[: self._pending_count]] = -1
+        self._pending_count = 0
+        self._pushes_since_apply = 0
+        if len(self._pending_rows) > 65536:  # give back the memory of an unusually large round
+            self._pending_rows = np.empty(0, dtype=np.int64)
+            self._pending_sums = np.empty((0, self.embedding_dim), dtype=self.dtype)
+
+    def restore_pending(self, rows: np.ndarray, sums: np.ndarray, pushes: int) -> None:
+        """Put back a pending gradient read by pending() (snapshots)."""
+        with self._lock:
+            if self._pending_count:
+                self._clear_pending()
+            if len(rows):
+                self._accumulate(rows.astype(np.int64), sums.astype(self.dtype, copy=False))
+            self._pushes_since_apply = pushes
+
+    # -- staleness ---------------------------------------------------------------------------
+    def _check_step(self, step: int | None) -> None:
+        if step is not None and step < 0:
+            raise InvalidRequest(f"step must be >= 0, got {step}")
+
+    def _check_staleness(self, step: int | None) -> None:
+        if step is None:
+            return
+        if step > self.step:
+            raise InvalidRequest(
+                f"step {step} is ahead of table {self.name!r}, which is at step {self.step}"
+            )
+        staleness = self.step - step
+        if self.max_staleness is not None and staleness > self.max_staleness:
+            raise StaleGradient(
+                f"gradient computed at step {step} is {staleness} steps stale; table "
+                f"{self.name!r} is at step {self.step} and accepts at most "
+                f"max_staleness={self.max_staleness}"
+            )
