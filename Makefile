@@ -1,0 +1,38 @@
+# The commands people and CI run. Each sets itself up on a fresh machine: it makes the virtual
+# environment .venv with Python 3.11 and installs the project into it when pyproject.toml changes.
+#
+#   make serve        start the service on http://127.0.0.1:8000 (in-memory tables)
+#   make test         run the whole test suite
+#
+# Variables: HOST, PORT (serve), PYTEST_ARGS (test), PYTHON (the interpreter for the venv).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+EXTRAS ?= test
+
+.PHONY: serve test install lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/python -m uvicorn service.api.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --workers 1
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
