@@ -68,6 +68,8 @@ def json_array(value: Any, field: str, kinds: str, max_depth: int) -> np.ndarray
     except (ValueError, TypeError, OverflowError):
         raise InvalidRequest(f"{field} must be a number or a nested list of numbers of even "
                              "shape (not ragged)") from None
+    if array.size == 0 and array.dtype.kind == "f":  # [] or [[]]: numpy says float, we say empty
+        array = array.astype(np.int64)
     if array.dtype.kind not in kinds:
         wanted = "integers" if kinds == "iu" else "numbers"
         if array.dtype.kind == "O":
