@@ -7,7 +7,12 @@ whatever the table size. Rules:
 - sgd:      W -= lr * g                                    (the reference layer's step)
 - momentum: v = momentum * v - lr * g;  W += v             (lazy: untouched rows keep their v)
 - adagrad:  h += g * g;  W -= lr * g / (sqrt(h) + eps)     (= torch.optim.Adagrad, sparse grads)
-- adam:     lazy Adam                                      (= torch.optim.SparseAdam)
+- adam:     m += (1 - beta1) * (g - m);  s += (1 - beta2) * (g * g - s)
+            W -= lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(s) + eps)
+            lazy: only rows with gradient move; t = the table's step (= torch.optim.SparseAdam)
+
+`step` (t) counts the table's optimizer steps: every apply that had something pending and every
+asynchronous push, this one included (1 on the first).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class Optimizer(ABC):
         step: int,
     ) -> None:
         """Update weights[rows] (and state[*][rows]) in place. rows are distinct; grads (k, dim).
-        `step` counts applies including this one (1 on the first)."""
+        `step` is the table's step count including this step (1 on the first)."""
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
@@ -52,14 +57,31 @@ class Optimizer(ABC):
         return len(self.state_names) * shape[0] * shape[1] * dtype.itemsize
 
     def _check(self) -> None:
+        """Every hyper-parameter a finite number (stored as float), lr > 0."""
         for field in fields(self):  # type: ignore[arg-type]
             value = getattr(self, field.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise InvalidRequest(f"optimizer.{field.name} must be a number, got {value!r}")
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):
                 raise InvalidRequest(f"optimizer.{field.name} must be finite, got {value!r}")
+            setattr(self, field.name, number)
         if self.lr <= 0:
             raise InvalidRequest(f"optimizer.lr must be > 0, got {self.lr!r}")
+
+    def _check_fraction(self, name: str) -> None:
+        """A decay rate: 0 <= value < 1."""
+        value = getattr(self, name)
+        if not 0 <= value < 1:
+            raise InvalidRequest(f"optimizer.{name} must be in [0, 1), got {value!r}")
+
+    def _check_positive(self, name: str) -> None:
+        value = getattr(self, name)
+        if not value > 0:
+            raise InvalidRequest(f"optimizer.{name} must be > 0, got {value!r}")
 
 
 @dataclass
@@ -70,7 +92,15 @@ class SGD(Optimizer):
     def __post_init__(self) -> None:
         self._check()
 
-    def update(self, weights, state, rows, grads, lr, step) -> None:
+    def update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+    ) -> None:
         weights[rows] -= lr * grads
 
 
@@ -83,10 +113,17 @@ class Momentum(Optimizer):
 
     def __post_init__(self) -> None:
         self._check()
-        if not 0 <= self.momentum < 1:
-            raise InvalidRequest(f"optimizer.momentum must be in [0, 1), got {self.momentum!r}")
+        self._check_fraction("momentum")
 
-    def update(self, weights, state, rows, grads, lr, step) -> None:
+    def update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+    ) -> None:
         velocity = self.momentum * state["velocity"][rows] - lr * grads  # (k, dim)
         state["velocity"][rows] = velocity
         weights[rows] += velocity
@@ -102,18 +139,25 @@ class Adagrad(Optimizer):
 
     def __post_init__(self) -> None:
         self._check()
-        if self.eps <= 0:
-            raise InvalidRequest(f"optimizer.eps must be > 0, got {self.eps!r}")
+        self._check_positive("eps")
         if self.initial_accumulator_value < 0:
             raise InvalidRequest(
                 "optimizer.initial_accumulator_value must be >= 0, "
                 f"got {self.initial_accumulator_value!r}"
             )
 
-    def init_state(self, shape, dtype) -> dict[str, np.ndarray]:
+    def init_state(self, shape: tuple[int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
         return {"sum_squares": np.full(shape, self.initial_accumulator_value, dtype=dtype)}
 
-    def update(self, weights, state, rows, grads, lr, step) -> None:
+    def update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+    ) -> None:
         sum_squares = state["sum_squares"][rows] + grads * grads  # (k, dim)
         state["sum_squares"][rows] = sum_squares
         weights[rows] -= lr * (grads / (np.sqrt(sum_squares) + self.eps))
@@ -133,13 +177,19 @@ class Adam(Optimizer):
 
     def __post_init__(self) -> None:
         self._check()
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InvalidRequest(f"optimizer.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.eps <= 0:
-            raise InvalidRequest(f"optimizer.eps must be > 0, got {self.eps!r}")
+        self._check_fraction("beta1")
+        self._check_fraction("beta2")
+        self._check_positive("eps")
 
-    def update(self, weights, state, rows, grads, lr, step) -> None:
+    def update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+    ) -> None:
         exp_avg = state["exp_avg"][rows]  # (k, dim)
         exp_avg += (grads - exp_avg) * (1 - self.beta1)
         exp_avg_sq = state["exp_avg_sq"][rows]
@@ -162,7 +212,7 @@ def make_optimizer(config: dict[str, Any]) -> Optimizer:
     names the field and value that is wrong."""
     config = dict(config)
     kind = config.pop("kind", "sgd")
-    cls = OPTIMIZERS.get(kind)
+    cls = OPTIMIZERS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidRequest(
             f"optimizer.kind must be one of {sorted(OPTIMIZERS)}, got {kind!r}"

@@ -6,9 +6,11 @@ The three operations of an embedding layer, for many concurrent callers:
 - push(ids, grads)   backward: np.add.at(G, ids, grads), summed across pushes until the next apply
 - apply()            step:     the optimizer updates every row with a pending gradient; G cleared
 
-The pending gradient is an id-indexed accumulator: `_slot_of_row[r]` is r's slot in
-`_pending_sums`, or -1. Memory and time follow the rows pushed, never the table size (the slot
-index costs 4 bytes a row). One lock per table makes every operation atomic with respect to the
+The pending gradient is a sparse accumulator: one slot per distinct pending row (`_pending_rows`,
+`_pending_sums`, in order of first push) and a sorted index of those rows (`_index_rows` with
+their `_index_slots`) searched with np.searchsorted. Memory and time follow the rows pushed, never
+the table size: no dense (num_embeddings, dim) buffer, no per-row map over the whole table, no
+pass over untouched rows. One lock per table makes every operation atomic with respect to the
 others; the heavy part of a push (summing duplicate ids) runs before taking it.
 """
 
@@ -71,10 +73,11 @@ class EmbeddingTable:
         self.state = optimizer.init_state(shape, self.dtype)
         self.step = 0
         self._lock = threading.Lock()
-        self._slot_of_row: np.ndarray | None = None  # (num_embeddings,) int32, made on first push
         self._pending_rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
         self._pending_sums = np.empty((0, embedding_dim), dtype=self.dtype)  # (capacity, dim)
         self._pending_count = 0  # slots in use
+        self._index_rows = np.empty(0, dtype=np.int64)  # (count,) the pending rows, sorted
+        self._index_slots = np.empty(0, dtype=np.int64)  # (count,) slot of each of those rows
         self._pushes_since_apply = 0
 
     # -- shape and size -------------------------------------------------------------------
@@ -91,11 +94,18 @@ class EmbeddingTable:
         return self._pending_count
 
     @property
+    def pending_nbytes(self) -> int:
+        """Bytes held by the pending gradient: grows with the rows pushed, not the table size."""
+        return (
+            self._pending_rows.nbytes + self._pending_sums.nbytes
+            + self._index_rows.nbytes + self._index_slots.nbytes
+        )
+
+    @property
     def nbytes(self) -> int:
         """Bytes held: weights, optimizer state and the pending-gradient structures."""
-        pending = self._pending_rows.nbytes + self._pending_sums.nbytes
-        index = 0 if self._slot_of_row is None else self._slot_of_row.nbytes
-        return self.weights.nbytes + sum(a.nbytes for a in self.state.values()) + pending + index
+        state = sum(array.nbytes for array in self.state.values())
+        return self.weights.nbytes + state + self.pending_nbytes
 
     def info(self) -> dict[str, Any]:
         return {
@@ -173,6 +183,8 @@ class EmbeddingTable:
         with self._lock:
             self._check_staleness(step)
             if apply:
+                if len(rows) == 0:  # an empty step changes nothing, as apply() with nothing
+                    return PushResult(0, self._pending_count, self.step)
                 self.step += 1
                 self.optimizer.update(
                     self.weights, self.state, rows, sums, self.optimizer.lr, self.step
@@ -191,6 +203,7 @@ class EmbeddingTable:
         with self._lock:
             count = self._pending_count
             if count == 0:
+                self._pushes_since_apply = 0  # empty pushes end their round too
                 return ApplyResult(self.step, 0)
             rows = self._pending_rows[:count]
             sums = self._pending_sums[:count]
@@ -216,20 +229,27 @@ class EmbeddingTable:
             )
 
     def _accumulate(self, rows: np.ndarray, sums: np.ndarray) -> None:
-        """Add sums (k, dim) into the pending rows; rows are distinct. Caller holds the lock."""
-        if self._slot_of_row is None:
-            self._slot_of_row = np.full(self.num_embeddings, -1, dtype=np.int32)
-        slots = self._slot_of_row[rows].astype(np.int64)
-        new = slots < 0
-        new_count = int(new.sum())
+        """Add sums (k, dim) into the pending rows. rows (k,) are distinct and sorted, as
+        sum_duplicate_rows returns them. Each pending sum starts at 0.0 and gets one addition
+        per push, so the total is bit-identical to np.add.at over all pushes in order.
+        Costs O(k log(pending) + pending) (the index insert); caller holds the lock."""
+        count = self._pending_count
+        position = np.searchsorted(self._index_rows, rows)  # (k,) where each row is or would go
+        found = position < count
+        found[found] = self._index_rows[position[found]] == rows[found]
+        slots = np.empty(len(rows), dtype=np.int64)  # (k,)
+        slots[found] = self._index_slots[position[found]]
+        new = ~found
+        new_count = len(rows) - int(found.sum())
         if new_count:
-            self._reserve(self._pending_count + new_count)
-            new_slots = np.arange(self._pending_count, self._pending_count + new_count)
+            self._reserve(count + new_count)
+            new_slots = np.arange(count, count + new_count)
             slots[new] = new_slots
-            self._slot_of_row[rows[new]] = new_slots
             self._pending_rows[new_slots] = rows[new]
             self._pending_sums[new_slots] = 0
-            self._pending_count += new_count
+            self._index_rows = np.insert(self._index_rows, position[new], rows[new])
+            self._index_slots = np.insert(self._index_slots, position[new], new_slots)
+            self._pending_count = count + new_count
         self._pending_sums[slots] += sums
 
     def _reserve(self, capacity: int) -> None:
@@ -243,8 +263,8 @@ class EmbeddingTable:
         self._pending_rows, self._pending_sums = rows, sums
 
     def _clear_pending(self) -> None:
-        assert self._slot_of_row is not None
-        self._slot_of_row[self._pending_rows[: self._pending_count]] = -1
+        self._index_rows = np.empty(0, dtype=np.int64)
+        self._index_slots = np.empty(0, dtype=np.int64)
         self._pending_count = 0
         self._pushes_since_apply = 0
         if len(self._pending_rows) > 65536:  # give back the memory of an unusually large round
@@ -257,7 +277,9 @@ class EmbeddingTable:
             if self._pending_count:
                 self._clear_pending()
             if len(rows):
-                self._accumulate(rows.astype(np.int64), sums.astype(self.dtype, copy=False))
+                self._accumulate(*sum_duplicate_rows(  # sorted distinct rows, as push gives
+                    rows.astype(np.int64), sums.astype(self.dtype, copy=False)
+                ))
             self._pushes_since_apply = pushes
 
     # -- staleness ---------------------------------------------------------------------------
