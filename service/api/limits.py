@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.codecs import dumps
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised by receive() once a body (chunked or not) passes the limit. An HTTPException, so
+    FastAPI's own body parsing (which turns other errors into 400) passes it on as the 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body exceeds max_body_bytes={limit}", {"connection": "close"})
 
 
 class BodySizeLimit:
@@ -40,7 +45,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -12,8 +12,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.auth import BearerAuth, document_bearer_auth
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
+from service.api.metrics import AppMetrics
+from service.api.metrics import router as metrics_router
+from service.api.observe import RequestObserver, configure_logging
 from service.api.routes import health, operations, tables
 from service.api.settings import Settings, get_settings
 from service.core.registry import TableRegistry
@@ -23,6 +27,7 @@ log = logging.getLogger("service")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -31,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.memory_budget_bytes,
             settings.max_tables,
         )
+        if settings.token is None:
+            log.warning("no EMBED_TOKEN set: the service is unauthenticated; anyone who can "
+                        "reach its port can read and change every table")
         yield
 
     app = FastAPI(
@@ -43,7 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = TableRegistry(
         memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
     )
+    app.state.metrics = AppMetrics(app.state.registry)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    if settings.token is not None:  # outside the body limit: a stranger's body is never read
+        app.add_middleware(BearerAuth, token=settings.token.get_secret_value())
+        describe = app.openapi
+        app.openapi = lambda: document_bearer_auth(describe())  # type: ignore[method-assign]
+    app.add_middleware(  # outermost: it sees every reply
+        RequestObserver, metrics=app.state.metrics, routes=app.router.routes
+    )
+    app.include_router(metrics_router)
     install_error_handlers(app)
     for module in (health, tables, operations):
         app.include_router(module.router)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.registry import total_memory_bytes
@@ -31,7 +32,24 @@ class Settings(BaseSettings):
         32, gt=0, description="Deepest nesting of JSON arrays accepted in ids and grads."
     )
     data_dir: Path = Field(Path("data"), description="Where snapshots are written and read.")
-    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Log level of the service's loggers (one JSON access line a request "
+        "at info): debug, info, warning, error, critical."
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token every request but /healthz, /metrics and the API docs "
+        "must carry (Authorization: Bearer <token>); unset means no authentication."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("token", mode="after")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @model_validator(mode="after")
     def _default_budget(self) -> Settings:

@@ -17,6 +17,7 @@ from service.api import codecs
 from service.api.codecs import JSON, NPY, NPZ
 from service.api.deps import SettingsDep, TablesDep
 from service.api.errors import PayloadTooLarge
+from service.api.metrics import note_request
 from service.api.negotiation import reply_format, request_format
 from service.api.errors import validate_model
 from service.api.schemas import (
@@ -106,12 +107,15 @@ async def lookup(name: str, request: Request, tables: TablesDep, settings: Setti
         codecs.reject_unknown_fields(fields, {"ids"})
         ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
     _check_count(ids, settings)
+    note_request(request, table, ids.size)
     shape = (*ids.shape, table.embedding_dim)
     if out_fmt == NPY:
         buffer, rows = codecs.npy_reply_buffer(table.dtype, shape)
         _, step = await run_in_threadpool(table.lookup, ids, rows)
+        note_request(request, table, ids.size, looked_up=ids.size)
         return Response(memoryview(buffer), media_type=NPY, headers={"X-Table-Step": str(step)})
     rows, step = await run_in_threadpool(table.lookup, ids)
+    note_request(request, table, ids.size, looked_up=ids.size)
     body_out = codecs.dumps({"shape": list(shape), "step": step, "vectors": rows})
     return Response(body_out, media_type=JSON, headers={"X-Table-Step": str(step)})
 
@@ -145,7 +149,9 @@ async def push_gradients(
         if step is not None and type(step) is not int:
             raise InvalidRequest(f"step must be an integer, got {step!r}")
     _check_count(ids, settings)
+    note_request(request, table, ids.size)
     result = await run_in_threadpool(table.push, ids, grads, apply=apply, step=step)
+    note_request(request, table, ids.size, pushed=ids.size, updated=result.rows_updated)
     return PushReply(
         rows=result.rows, pending_rows=result.pending_rows, step=result.step,
         rows_updated=result.rows_updated,
@@ -168,4 +174,5 @@ async def apply(name: str, request: Request, tables: TablesDep) -> ApplyReply:
     if body.strip():
         options = validate_model(ApplyRequest, codecs.parse_json_object(body))
     result = await run_in_threadpool(table.apply, options.lr, options.average)
+    note_request(request, table, result.rows_updated, updated=result.rows_updated)
     return ApplyReply(step=result.step, rows_updated=result.rows_updated)
