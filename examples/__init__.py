@@ -1,0 +1,1 @@
+"""Runnable examples that train models against the embedding service (python -m examples.X)."""
