@@ -1,0 +1,85 @@
+"""python -m examples.word2vec --trainers 2 [--url URL | --serve]: train and report.
+
+The service's URL is --url, else the EMBED_URL environment variable, else
+http://127.0.0.1:8000; --serve starts a service of its own on a free port instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from examples.word2vec.plot import save_loss_plot
+from examples.word2vec.server import serve
+from examples.word2vec.train import History, Word2VecConfig, train
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+HELP = {
+    "num_topics": "planted topics in the vocabulary",
+    "words_per_topic": "words in each topic",
+    "num_sentences": "sentences in the generated corpus",
+    "sentence_length": "words per sentence",
+    "noise": "share of words drawn from any topic",
+    "window": "context words on each side of the target",
+    "dim": "embedding dimension",
+    "negatives": "negative samples per example",
+    "batch_size": "examples per push",
+    "epochs": "passes over the corpus",
+    "lr": "SGD learning rate of both tables (the gradient is of the batch's mean loss)",
+    "trainers": "trainer processes pushing at once",
+    "seed": "seed of the corpus, the initial weights and the sampling",
+    "neighbours": "k of the purity measure (k nearest neighbours by cosine)",
+    "eval_examples": "examples in the held-out loss sample",
+    "table_prefix": "the tables are PREFIX-in and PREFIX-out (replaced if they exist)",
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.word2vec",
+        description="Train word2vec CBOW with negative sampling, tables in the service, "
+                    "several trainer processes pushing asynchronously.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", default=os.environ.get("EMBED_URL", DEFAULT_URL),
+                       help="the service (default: $EMBED_URL or %(default)s)")
+    where.add_argument("--serve", action="store_true",
+                       help="start a service of its own (uvicorn on a free loopback port)")
+    for spec in fields(Word2VecConfig):
+        parser.add_argument(f"--{spec.name.replace('_', '-')}", type=type(spec.default),
+                            default=spec.default, help=f"{HELP[spec.name]} (%(default)s)")
+    parser.add_argument("--plot", type=Path, default=Path("word2vec_loss.png"),
+                        help="where to save the loss plot, if matplotlib is installed")
+    parser.add_argument("--no-plot", action="store_true", help="save no plot")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> History:
+    args = parse(argv)
+    config = Word2VecConfig(**{spec.name: getattr(args, spec.name)
+                               for spec in fields(Word2VecConfig)})
+    if args.serve:
+        with serve() as url:
+            print(f"started the service on {url}", flush=True)
+            history = train(config, url, show_progress=not args.no_progress)
+    else:
+        history = train(config, args.url, show_progress=not args.no_progress)
+    drop = 1 - history.eval_loss[-1] / history.initial_loss
+    print(f"held-out loss {history.initial_loss:.4f} -> {history.eval_loss[-1]:.4f} "
+          f"({drop:.0%} lower); neighbour purity {history.initial_purity:.3f} -> "
+          f"{history.purity[-1]:.3f} (chance {history.chance_purity:.3f})", flush=True)
+    if not args.no_plot:
+        if save_loss_plot(history, args.plot):
+            print(f"loss plot saved to {args.plot}", flush=True)
+        else:
+            print("no loss plot: matplotlib is not installed (pip install -e '.[plot]')",
+                  file=sys.stderr, flush=True)
+    return history
+
+
+if __name__ == "__main__":
+    main()
