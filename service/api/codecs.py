@@ -7,6 +7,7 @@ written first and the rows are taken into the bytes after it (`npy_reply_buffer`
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from typing import Any
 
@@ -104,7 +105,7 @@ def parse_npy(body: bytes | memoryview, field: str = "body") -> np.ndarray:
         raise InvalidRequest(f"{field} has dtype {dtype}: object, pickled or structured arrays "
                              "are refused")
     offset = stream.tell()
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a header's (2**32, 2**32) must not wrap to 0
     expected = offset + count * dtype.itemsize
     if len(body) != expected:
         raise InvalidRequest(
@@ -112,9 +113,12 @@ def parse_npy(body: bytes | memoryview, field: str = "body") -> np.ndarray:
             f"({expected} bytes), body has {len(body)} bytes"
         )
     array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
-    if fortran_order:
-        return array.reshape(shape[::-1]).T
-    return array.reshape(shape)
+    try:
+        if fortran_order:
+            return array.reshape(shape[::-1]).T
+        return array.reshape(shape)
+    except ValueError as error:  # an empty array of absurd shape, e.g. (2**31, 2**33, 0)
+        raise InvalidRequest(f"{field} has shape {list(shape)}: {error}") from None
 
 
 def parse_npz(body: bytes, names: tuple[str, ...], max_bytes: int) -> dict[str, np.ndarray]:
@@ -123,18 +127,21 @@ def parse_npz(body: bytes, names: tuple[str, ...], max_bytes: int) -> dict[str, 
     try:
         archive = zipfile.ZipFile(io.BytesIO(body))
         members = {info.filename: info for info in archive.infolist()}
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except Exception as error:  # zipfile raises many kinds on hostile input; all mean "bad zip"
         raise InvalidRequest(f"body is not a valid .npz archive: {error}") from None
     arrays: dict[str, np.ndarray] = {}
     budget = max_bytes
     for name in names:
         info = members.get(f"{name}.npy")
         if info is None:
-            raise InvalidRequest(f"{name} is missing from the .npz (it holds {sorted(members)})")
+            held = sorted(members)
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise InvalidRequest(f"{name} is missing from the .npz (it holds {shown or 'nothing'})")
         try:
             with archive.open(info) as member:
                 data = member.read(budget + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as error:
+        except Exception as error:  # corrupt deflate data (zlib.error), truncated streams
+            # (EOFError), encrypted members (RuntimeError), unknown compression...
             raise InvalidRequest(f"{name}.npy in the .npz cannot be read: {error}") from None
         if len(data) > budget:
             raise InvalidRequest(f"{name}.npy in the .npz unpacks to more than {max_bytes} bytes")

@@ -36,7 +36,7 @@ def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
     under its route too; it also gets the path parameters (the table name for the log)."""
     route = scope.get("route")
     if route is None:
-        for candidate in routes:
+        for candidate in flat_routes(routes):
             match, child_scope = candidate.matches(scope)
             if match is Match.FULL:
                 route = candidate
@@ -44,6 +44,15 @@ def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
                 break
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
+
+
+def flat_routes(routes: list[BaseRoute]) -> list[Any]:
+    """Every route, included routers expanded (FastAPI >= 0.13x keeps them as lazy branches)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: included routes are plain entries of the list
+        return list(routes)
+    return list(iter_route_contexts(routes))
 
 
 class RequestObserver:

@@ -56,10 +56,26 @@ def body_doc(json_model: type, binary: str, description: str) -> dict[str, Any]:
 
 
 def _check_count(ids: np.ndarray, settings: Settings) -> None:
-    if ids.size > settings.max_ids_per_request:
+    limit = settings.max_ids_per_request
+    if ids.size > limit:
+        raise PayloadTooLarge(f"ids has {ids.size} entries, more than max_ids_per_request={limit}")
+    if ids.ndim and max(ids.shape) > limit:  # (10**9, 0) holds no id but a JSON reply of 10**9 []
         raise PayloadTooLarge(
-            f"ids has {ids.size} entries, more than max_ids_per_request="
-            f"{settings.max_ids_per_request}"
+            f"ids has shape {list(ids.shape)}, a dimension over max_ids_per_request={limit}"
+        )
+
+
+def _check_grads_fit(grads: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse gradients that would overflow to infinity when cast to the table's dtype
+    (1e300 is finite in float64, inf in float32)."""
+    if grads.dtype.kind != "f" or grads.dtype.itemsize <= dtype.itemsize or grads.size == 0:
+        return
+    largest = float(np.finfo(dtype).max)
+    high, low = float(grads.max()), float(grads.min())
+    if high > largest or low < -largest:
+        raise InvalidRequest(
+            f"grads must fit in the table's {dtype.name} (|g| <= {largest:.4g}), "
+            f"got {high if high > largest else low:.4g}"
         )
 
 
@@ -149,6 +165,7 @@ async def push_gradients(
         if step is not None and type(step) is not int:
             raise InvalidRequest(f"step must be an integer, got {step!r}")
     _check_count(ids, settings)
+    _check_grads_fit(grads, table.dtype)
     note_request(request, table, ids.size)
     result = await run_in_threadpool(table.push, ids, grads, apply=apply, step=step)
     note_request(request, table, ids.size, pushed=ids.size, updated=result.rows_updated)

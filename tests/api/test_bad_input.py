@@ -1,0 +1,319 @@
+"""Bad input, table-driven, across every endpoint: each case gets its exact 4xx, a detail that
+names the problem, and leaves every table exactly as it was (weights, optimizer state, pending
+gradient, step: a checksum of all of them)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from service.api import codecs
+from service.api.main import create_app
+from service.api.settings import Settings
+from service.core.registry import TableRegistry
+
+NPY = {"Content-Type": codecs.NPY}
+NPZ = {"Content-Type": codecs.NPZ}
+JSON = {"Content-Type": "application/json"}
+WORDS = "/v1/tables/words"  # float32, sgd, 10 x 4, a pending gradient on rows 1 and 2
+TAGS = "/v1/tables/tags"  # float64, adam, 6 x 3, max_staleness=1, at step 3
+
+
+def npz(**arrays: Any) -> bytes:
+    stream = io.BytesIO()
+    np.savez(stream, **arrays)
+    return stream.getvalue()
+
+
+def npz_deflated(**arrays: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.savez_compressed(stream, **arrays)
+    return stream.getvalue()
+
+
+def corrupt_deflate() -> bytes:
+    body = bytearray(npz_deflated(ids=np.array([1]), grads=np.ones((1, 4))))
+    start = body.find(b"ids.npy") + len("ids.npy")
+    body[start + 4 : start + 24] = b"\xff" * 20
+    return bytes(body)
+
+
+def encrypted_flag() -> bytes:
+    body = bytearray(npz(ids=np.array([1]), grads=np.ones((1, 4))))
+    body[6] |= 1  # general purpose flag, bit 0: encrypted (local header)
+    central = body.find(b"PK\x01\x02")
+    body[central + 8] |= 1  # and in the central directory
+    return bytes(body)
+
+
+def small_bomb() -> bytes:
+    stream = io.BytesIO()
+    with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("ids.npy", codecs.to_npy(np.zeros(2**16, dtype=np.int64)))
+        archive.writestr("grads.npy", codecs.to_npy(np.zeros((2**16, 4), dtype=np.float32)))
+    return stream.getvalue()
+
+
+def npy_with_header(descr: Any, shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def table(**extra: Any) -> dict[str, Any]:
+    return {"name": "new", "num_embeddings": 10, "embedding_dim": 4, **extra}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    path: str
+    status: int
+    detail: str  # a substring the detail must contain
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = [
+    # -- create table ---------------------------------------------------------------------
+    Case("create-missing-name", "POST", "/v1/tables", 422, "name is required",
+         {"json": {"num_embeddings": 10, "embedding_dim": 4}}),
+    Case("create-bad-name", "POST", "/v1/tables", 422, "name must be 1-64 letters",
+         {"json": table(name="a/b c")}),
+    Case("create-long-name", "POST", "/v1/tables", 422, "name must be 1-64 letters",
+         {"json": table(name="n" * 65)}),
+    Case("create-zero-rows", "POST", "/v1/tables", 422, "num_embeddings",
+         {"json": table(num_embeddings=0)}),
+    Case("create-negative-dim", "POST", "/v1/tables", 422, "embedding_dim",
+         {"json": table(embedding_dim=-4)}),
+    Case("create-fractional-rows", "POST", "/v1/tables", 422, "num_embeddings",
+         {"json": table(num_embeddings=10.5)}),
+    Case("create-rows-as-list", "POST", "/v1/tables", 422, "num_embeddings",
+         {"json": table(num_embeddings=[10])}),
+    Case("create-dtype", "POST", "/v1/tables", 422, "dtype", {"json": table(dtype="float16")}),
+    Case("create-unknown-field", "POST", "/v1/tables", 422, "colour is not a field",
+         {"json": table(colour="red")}),
+    Case("create-init-kind", "POST", "/v1/tables", 422, "init",
+         {"json": table(init={"kind": "gaussian"})}),
+    Case("create-init-negative-std", "POST", "/v1/tables", 422, "std",
+         {"json": table(init={"kind": "normal", "std": -1})}),
+    Case("create-init-nan-std", "POST", "/v1/tables", 422, "std",
+         {"content": b'{"name": "new", "num_embeddings": 10, "embedding_dim": 4, '
+                     b'"init": {"kind": "normal", "std": NaN}}', "headers": JSON}),
+    Case("create-uniform-reversed", "POST", "/v1/tables", 422, "init.low must be <= init.high",
+         {"json": table(init={"kind": "uniform", "low": 1, "high": -1})}),
+    Case("create-optimizer-kind", "POST", "/v1/tables", 422, "optimizer.kind",
+         {"json": table(optimizer={"kind": "rmsprop"})}),
+    Case("create-optimizer-negative-lr", "POST", "/v1/tables", 422, "optimizer.lr",
+         {"json": table(optimizer={"kind": "sgd", "lr": -0.1})}),
+    Case("create-optimizer-infinite-lr", "POST", "/v1/tables", 422, "optimizer.lr",
+         {"content": b'{"name": "new", "num_embeddings": 10, "embedding_dim": 4, '
+                     b'"optimizer": {"kind": "sgd", "lr": 1e999}}', "headers": JSON}),
+    Case("create-optimizer-unknown-param", "POST", "/v1/tables", 422, "beta9",
+         {"json": table(optimizer={"kind": "adam", "beta9": 0.5})}),
+    Case("create-negative-seed", "POST", "/v1/tables", 422, "seed", {"json": table(seed=-1)}),
+    Case("create-negative-staleness", "POST", "/v1/tables", 422, "max_staleness",
+         {"json": table(max_staleness=-1)}),
+    Case("create-existing", "POST", "/v1/tables", 409, "'words' already exists",
+         {"json": table(name="words")}),
+    Case("create-over-budget", "POST", "/v1/tables", 413, "memory budget",
+         {"json": table(num_embeddings=10**6, embedding_dim=10**3)}),
+    Case("create-not-json", "POST", "/v1/tables", 422, "JSON",
+         {"content": b"{name: new}", "headers": JSON}),
+    Case("create-json-array", "POST", "/v1/tables", 422, "valid dictionary",
+         {"json": [table()]}),
+    Case("create-deep-json", "POST", "/v1/tables", 400, "recursion",
+         {"content": b"[" * 30_000 + b"]" * 30_000, "headers": JSON}),
+    Case("create-bad-utf8", "POST", "/v1/tables", 400, "utf-8",
+         {"content": b'{"name": "\xff"}', "headers": JSON}),
+    # -- lookup ---------------------------------------------------------------------------
+    Case("lookup-missing-ids", "POST", f"{WORDS}/lookup", 422, "ids is required", {"json": {}}),
+    Case("lookup-float-ids", "POST", f"{WORDS}/lookup", 422, "ids must be integers",
+         {"json": {"ids": [1.5]}}),
+    Case("lookup-negative-id", "POST", f"{WORDS}/lookup", 422, "ids must be >= 0, got -1",
+         {"json": {"ids": [3, -1]}}),
+    Case("lookup-id-out-of-range", "POST", f"{WORDS}/lookup", 422,
+         "ids must be < num_embeddings=10", {"json": {"ids": [10]}}),
+    Case("lookup-string-ids", "POST", f"{WORDS}/lookup", 422, "strings",
+         {"json": {"ids": ["1"]}}),
+    Case("lookup-boolean-ids", "POST", f"{WORDS}/lookup", 422, "booleans",
+         {"json": {"ids": [True]}}),
+    Case("lookup-null-in-ids", "POST", f"{WORDS}/lookup", 422, "64 bits",
+         {"json": {"ids": [1, None]}}),
+    Case("lookup-ragged-ids", "POST", f"{WORDS}/lookup", 422, "ragged",
+         {"json": {"ids": [[1, 2], [3]]}}),
+    Case("lookup-deep-ids", "POST", f"{WORDS}/lookup", 422, "nested deeper than 32",
+         {"json": {"ids": nested(40)}}),
+    Case("lookup-too-many-ids", "POST", f"{WORDS}/lookup", 413, "max_ids_per_request=1000",
+         {"json": {"ids": [0] * 1001}}),
+    Case("lookup-unknown-field", "POST", f"{WORDS}/lookup", 422, "idz is not a field",
+         {"json": {"ids": [1], "idz": [2]}}),
+    Case("lookup-no-table", "POST", "/v1/tables/nope/lookup", 404, "'nope' does not exist",
+         {"json": {"ids": [1]}}),
+    Case("lookup-media-type", "POST", f"{WORDS}/lookup", 415, "text/csv",
+         {"content": b"1,2", "headers": {"Content-Type": "text/csv"}}),
+    Case("lookup-accept", "POST", f"{WORDS}/lookup", 406, "text/html",
+         {"json": {"ids": [1]}, "headers": {"Accept": "text/html"}}),
+    Case("lookup-body-array", "POST", f"{WORDS}/lookup", 422, "must be a JSON object",
+         {"json": [1, 2]}),
+    Case("lookup-invalid-json", "POST", f"{WORDS}/lookup", 422, "not valid JSON",
+         {"content": b'{"ids": [1,', "headers": JSON}),
+    Case("lookup-nan-literal", "POST", f"{WORDS}/lookup", 422, "not valid JSON",
+         {"content": b'{"ids": [NaN]}', "headers": JSON}),
+    Case("lookup-npy-garbage", "POST", f"{WORDS}/lookup", 422, "not a valid .npy",
+         {"content": b"definitely not numpy", "headers": NPY}),
+    Case("lookup-npy-truncated", "POST", f"{WORDS}/lookup", 422, "truncated or padded",
+         {"content": codecs.to_npy(np.arange(4))[:-3], "headers": NPY}),
+    Case("lookup-npy-pickle", "POST", f"{WORDS}/lookup", 422, "pickled",
+         {"content": npy_with_header("|O", (1,), b"\x80\x04N."), "headers": NPY}),
+    Case("lookup-npy-float-ids", "POST", f"{WORDS}/lookup", 422, "ids must be integers",
+         {"content": codecs.to_npy(np.array([1.0])), "headers": NPY}),
+    Case("lookup-npy-shape-wraps", "POST", f"{WORDS}/lookup", 422, "truncated or padded",
+         {"content": npy_with_header("<i8", (2**32, 2**32)), "headers": NPY}),
+    Case("lookup-npy-empty-but-huge", "POST", f"{WORDS}/lookup", 413,
+         "a dimension over max_ids_per_request", {"content": npy_with_header("<i8", (10**6, 0)),
+                                                  "headers": NPY}),
+    Case("lookup-npy-structured", "POST", f"{WORDS}/lookup", 422, "structured",
+         {"content": npy_with_header([("a", "<i8")], (1,), bytes(8)), "headers": NPY}),
+    Case("lookup-body-too-large", "POST", f"{WORDS}/lookup", 413, "max_body_bytes=65536",
+         {"content": b" " * 65537, "headers": JSON}),
+    # -- gradients ------------------------------------------------------------------------
+    Case("push-missing-grads", "POST", f"{WORDS}/gradients", 422, "grads is required",
+         {"json": {"ids": [1]}}),
+    Case("push-grads-shape", "POST", f"{WORDS}/gradients", 422, "grads must have shape",
+         {"json": {"ids": [1, 2], "grads": [[1, 2, 3, 4]]}}),
+    Case("push-grads-strings", "POST", f"{WORDS}/gradients", 422, "grads must be numbers",
+         {"json": {"ids": [1], "grads": [["a", "b", "c", "d"]]}}),
+    Case("push-grads-overflow-float32", "POST", f"{WORDS}/gradients", 422,
+         "fit in the table's float32", {"json": {"ids": [1], "grads": [[1e300, 0, 0, 0]]}}),
+    Case("push-grads-infinity-literal", "POST", f"{WORDS}/gradients", 422, "infinity",
+         {"content": b'{"ids": [1], "grads": [[1e999, 0, 0, 0]]}', "headers": JSON}),
+    Case("push-apply-not-bool", "POST", f"{WORDS}/gradients", 422, "apply must be true or false",
+         {"json": {"ids": [1], "grads": [[1, 1, 1, 1]], "apply": "yes"}}),
+    Case("push-step-string", "POST", f"{WORDS}/gradients", 422, "step must be an integer",
+         {"json": {"ids": [1], "grads": [[1, 1, 1, 1]], "step": "3"}}),
+    Case("push-step-negative", "POST", f"{TAGS}/gradients", 422, "step must be >= 0",
+         {"json": {"ids": [1], "grads": [[1, 1, 1]], "step": -1}}),
+    Case("push-step-ahead", "POST", f"{TAGS}/gradients", 422, "ahead of table 'tags'",
+         {"json": {"ids": [1], "grads": [[1, 1, 1]], "step": 9}}),
+    Case("push-stale", "POST", f"{TAGS}/gradients", 409, "max_staleness=1",
+         {"json": {"ids": [1], "grads": [[1, 1, 1]], "step": 1}}),
+    Case("push-unknown-field", "POST", f"{WORDS}/gradients", 422, "lr is not a field",
+         {"json": {"ids": [1], "grads": [[1, 1, 1, 1]], "lr": 1}}),
+    Case("push-npz-nan", "POST", f"{WORDS}/gradients", 422, "finite",
+         {"content": npz(ids=np.array([1]), grads=np.full((1, 4), np.nan)), "headers": NPZ}),
+    Case("push-npz-inf", "POST", f"{TAGS}/gradients", 422, "finite",
+         {"content": npz(ids=np.array([1]), grads=np.full((1, 3), -np.inf)), "headers": NPZ}),
+    Case("push-npz-complex", "POST", f"{WORDS}/gradients", 422, "grads must be numbers",
+         {"content": npz(ids=np.array([1]), grads=np.ones((1, 4), np.complex64)),
+          "headers": NPZ}),
+    Case("push-npz-not-zip", "POST", f"{WORDS}/gradients", 422, "not a valid .npz",
+         {"content": b"PK but not really", "headers": NPZ}),
+    Case("push-npz-missing-grads", "POST", f"{WORDS}/gradients", 422, "grads is missing",
+         {"content": npz(ids=np.array([1])), "headers": NPZ}),
+    Case("push-npz-bomb", "POST", f"{WORDS}/gradients", 422, "unpacks to more than 65536",
+         {"content": small_bomb(), "headers": NPZ}),
+    Case("push-npz-corrupt-deflate", "POST", f"{WORDS}/gradients", 422, "cannot be read",
+         {"content": corrupt_deflate(), "headers": NPZ}),
+    Case("push-npz-encrypted", "POST", f"{WORDS}/gradients", 422, "cannot be read",
+         {"content": encrypted_flag(), "headers": NPZ}),
+    Case("push-npz-pickled-ids", "POST", f"{WORDS}/gradients", 422, "pickled",
+         {"content": npz(ids=np.array([None], dtype=object), grads=np.ones((1, 4))),
+          "headers": NPZ}),
+    Case("push-npz-apply-flag", "POST", f"{WORDS}/gradients?apply=maybe", 422,
+         "query parameter apply must be true or false",
+         {"content": npz(ids=np.array([1]), grads=np.ones((1, 4))), "headers": NPZ}),
+    Case("push-npz-step-flag", "POST", f"{WORDS}/gradients?step=1.5", 422,
+         "query parameter step must be an integer",
+         {"content": npz(ids=np.array([1]), grads=np.ones((1, 4))), "headers": NPZ}),
+    Case("push-npy-instead-of-npz", "POST", f"{WORDS}/gradients", 415, "application/x-npy",
+         {"content": codecs.to_npy(np.array([1])), "headers": NPY}),
+    # -- apply ----------------------------------------------------------------------------
+    Case("apply-zero-lr", "POST", f"{WORDS}/apply", 422, "lr", {"json": {"lr": 0}}),
+    Case("apply-string-lr", "POST", f"{WORDS}/apply", 422, "lr", {"json": {"lr": "fast"}}),
+    Case("apply-average-not-bool", "POST", f"{WORDS}/apply", 422, "average",
+         {"json": {"average": "sometimes"}}),
+    Case("apply-unknown-field", "POST", f"{WORDS}/apply", 422, "steps is not a field",
+         {"json": {"steps": 2}}),
+    Case("apply-body-array", "POST", f"{WORDS}/apply", 422, "must be a JSON object",
+         {"json": [1]}),
+    Case("apply-binary", "POST", f"{WORDS}/apply", 415, "application/x-npy",
+         {"content": codecs.to_npy(np.array([1])), "headers": NPY}),
+    Case("apply-no-table", "POST", "/v1/tables/nope/apply", 404, "'nope' does not exist"),
+    # -- describe, delete, methods --------------------------------------------------------
+    Case("get-no-table", "GET", "/v1/tables/nope", 404, "'nope' does not exist"),
+    Case("delete-no-table", "DELETE", "/v1/tables/nope", 404, "'nope' does not exist"),
+    Case("wrong-method", "PUT", WORDS, 405, "Method Not Allowed", {"json": table()}),
+]
+
+
+def checksum(registry: TableRegistry) -> dict[str, str]:
+    """A digest per table of everything an operation could change."""
+    digests = {}
+    for table in registry:
+        digest = hashlib.sha256()
+        digest.update(table.weights.tobytes())
+        for name in sorted(table.state):
+            digest.update(name.encode() + table.state[name].tobytes())
+        rows, sums, pushes = table.pending()
+        order = np.argsort(rows)
+        digest.update(rows[order].tobytes() + sums[order].tobytes())
+        digest.update(f"{pushes} {table.step} {table.optimizer.config()}".encode())
+        digests[table.name] = digest.hexdigest()
+    return digests
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    return create_app(Settings(max_body_bytes=65536, max_ids_per_request=1000,
+                               memory_budget_bytes=10 * 2**20))
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        client.post("/v1/tables", json={"name": "words", "num_embeddings": 10,
+                                        "embedding_dim": 4, "seed": 1}).raise_for_status()
+        client.post("/v1/tables", json={
+            "name": "tags", "num_embeddings": 6, "embedding_dim": 3, "dtype": "float64",
+            "optimizer": {"kind": "adam", "lr": 0.5}, "max_staleness": 1, "seed": 2,
+        }).raise_for_status()
+        for _ in range(3):
+            client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
+                                                   "apply": True}).raise_for_status()
+        client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
+        yield client
+
+
+def test_there_are_enough_distinct_cases() -> None:
+    assert len(CASES) >= 40
+    assert len({case.id for case in CASES}) == len(CASES)
+    assert len({(case.method, case.path, repr(case.request)) for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(app: FastAPI, client: TestClient, case: Case) -> None:
+    before = checksum(app.state.registry)
+    assert set(before) == {"words", "tags"}
+    reply = client.request(case.method, case.path, **case.request)
+    assert reply.status_code == case.status, reply.text
+    detail = reply.json()["detail"]
+    assert isinstance(detail, str)
+    assert case.detail in detail
+    assert checksum(app.state.registry) == before
