@@ -17,6 +17,31 @@ from __future__ import annotations
 import numpy as np
 
 
+def add_rows_at(
+    target: np.ndarray, slots: np.ndarray, grads: np.ndarray, *, distinct: bool | None = None
+) -> None:
+    """target[slots[j]] += grads[j] for every j, in order of j: np.add.at(target, slots, grads)
+    bit for bit, faster. target (m, dim), slots (n,) ints in [0, m), grads (n, dim); `distinct`
+    says whether the slots are all different, if the caller knows.
+
+    >>> target = np.zeros((2, 1))
+    >>> add_rows_at(target, np.array([1, 0, 1]), np.array([[1.0], [2.0], [4.0]]))
+    >>> target.tolist()
+    [[2.0], [5.0]]
+    """
+    if distinct is None:
+        distinct = len(np.unique(slots)) == len(slots)
+    if distinct:  # one addition per element: no order to keep
+        target[slots] += grads
+        return
+    dim = target.shape[1]
+    if not target.flags.c_contiguous:  # no flat view to write through
+        np.add.at(target, slots, grads)
+        return
+    flat_index = (slots.reshape(-1, 1) * dim + np.arange(dim)).reshape(-1)  # (n * dim,)
+    np.add.at(target.reshape(-1), flat_index, np.ascontiguousarray(grads).reshape(-1))
+
+
 def sum_duplicate_rows(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum the gradient rows of repeated ids.
 
@@ -29,14 +54,9 @@ def sum_duplicate_rows(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, 
     ([1, 3], [[2.0], [5.0]])
     """
     rows, slot = np.unique(ids, return_inverse=True)  # (k,), (n,)
-    dim = grads.shape[1]
-    sums = np.zeros((len(rows), dim), dtype=grads.dtype)  # (k, dim)
-    if len(rows) == len(ids):  # no duplicates: one addition per element, no ordering to keep
-        sums[slot] += grads
-        return rows, sums
-    flat_index = (slot.reshape(-1, 1) * dim + np.arange(dim)).reshape(-1)  # (n * dim,)
-    np.add.at(sums.reshape(-1), flat_index, np.ascontiguousarray(grads).reshape(-1))
+    sums = np.zeros((len(rows), grads.shape[1]), dtype=grads.dtype)  # (k, dim)
+    add_rows_at(sums, slot.reshape(-1), grads, distinct=len(rows) == len(ids))
     return rows, sums
 
 
-__all__ = ["sum_duplicate_rows"]
+__all__ = ["add_rows_at", "sum_duplicate_rows"]

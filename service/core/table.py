@@ -25,7 +25,7 @@ import numpy as np
 from service.core.errors import InvalidRequest, StaleGradient
 from service.core.initializers import InitSpec, initial_weights
 from service.core.optimizers import Optimizer
-from service.core.scatter import sum_duplicate_rows
+from service.core.scatter import add_rows_at, sum_duplicate_rows
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
@@ -177,9 +177,12 @@ class EmbeddingTable:
         self.check_ids(ids)
         self.check_grads(ids, grads)
         self._check_step(step)
-        rows, sums = sum_duplicate_rows(
-            ids.reshape(-1), grads.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False)
-        )
+        flat_ids = ids.reshape(-1)  # (n,)
+        flat_grads = grads.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False)
+        if apply:  # one step of the summed gradient: the sums are all it needs
+            rows, sums = sum_duplicate_rows(flat_ids, flat_grads)
+        else:  # the additions into the pending sums happen under the lock, in push order
+            rows, slot_of_id = np.unique(flat_ids, return_inverse=True)
         with self._lock:
             self._check_staleness(step)
             if apply:
@@ -190,7 +193,7 @@ class EmbeddingTable:
                     self.weights, self.state, rows, sums, self.optimizer.lr, self.step
                 )
                 return PushResult(ids.size, self._pending_count, self.step, len(rows))
-            self._accumulate(rows, sums)
+            self._accumulate(rows, slot_of_id.reshape(-1), flat_grads)
             self._pushes_since_apply += 1
             return PushResult(ids.size, self._pending_count, self.step)
 
@@ -228,11 +231,12 @@ class EmbeddingTable:
                 self._pushes_since_apply,
             )
 
-    def _accumulate(self, rows: np.ndarray, sums: np.ndarray) -> None:
-        """Add sums (k, dim) into the pending rows. rows (k,) are distinct and sorted, as
-        sum_duplicate_rows returns them. Each pending sum starts at 0.0 and gets one addition
-        per push, so the total is bit-identical to np.add.at over all pushes in order.
-        Costs O(k log(pending) + pending) (the index insert); caller holds the lock."""
+    def _accumulate(self, rows: np.ndarray, row_of_id: np.ndarray, grads: np.ndarray) -> None:
+        """Add grads[j] (n, dim) into the pending sum of rows[row_of_id[j]], in order of j.
+        rows (k,) are sorted and distinct (np.unique). Each pending sum starts at 0.0 and gets
+        the pushed rows added one by one, push after push: bit-identical to np.add.at into one
+        dense pending buffer across every push since the last apply. Costs
+        O(n * dim + k log(pending) + pending) (the index insert); caller holds the lock."""
         count = self._pending_count
         position = np.searchsorted(self._index_rows, rows)  # (k,) where each row is or would go
         found = position < count
@@ -250,7 +254,7 @@ class EmbeddingTable:
             self._index_rows = np.insert(self._index_rows, position[new], rows[new])
             self._index_slots = np.insert(self._index_slots, position[new], new_slots)
             self._pending_count = count + new_count
-        self._pending_sums[slots] += sums
+        add_rows_at(self._pending_sums, slots[row_of_id], grads, distinct=len(rows) == len(grads))
 
     def _reserve(self, capacity: int) -> None:
         if capacity <= len(self._pending_rows):
@@ -277,9 +281,8 @@ class EmbeddingTable:
             if self._pending_count:
                 self._clear_pending()
             if len(rows):
-                self._accumulate(*sum_duplicate_rows(  # sorted distinct rows, as push gives
-                    rows.astype(np.int64), sums.astype(self.dtype, copy=False)
-                ))
+                distinct, row_of_id = np.unique(rows.astype(np.int64), return_inverse=True)
+                self._accumulate(distinct, row_of_id, sums.astype(self.dtype, copy=False))
             self._pushes_since_apply = pushes
 
     # -- staleness ---------------------------------------------------------------------------
