@@ -33,3 +33,17 @@ class BudgetExceeded(EmbeddingServiceError):
 
 class StaleGradient(EmbeddingServiceError):
     """A gradient was computed at a step older than the table's max_staleness allows (HTTP 409)."""
+
+
+class StorageError(EmbeddingServiceError):
+    """The data directory could not be written or read (a snapshot failed; HTTP 503)."""
+
+
+class SnapshotDamaged(StorageError):
+    """A snapshot in the data directory is truncated, corrupt or incomplete. `path` names the
+    file (or directory) at fault."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"damaged snapshot: {path}: {reason}")
+        self.path = path
+        self.reason = reason

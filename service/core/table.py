@@ -12,11 +12,17 @@ their `_index_slots`) searched with np.searchsorted. Memory and time follow the 
 the table size: no dense (num_embeddings, dim) buffer, no per-row map over the whole table, no
 pass over untouched rows. One lock per table makes every operation atomic with respect to the
 others; the heavy part of a push (summing duplicate ids) runs before taking it.
+
+Every change goes through `_note_change` (under the lock): it counts changes, so snapshots skip
+tables that did not change, and while a snapshot is being written it marks the rows whose
+weights or optimizer state changed, so the snapshot can bring those rows up to date at the end
+instead of holding the lock for the whole write (service.core.snapshots).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +50,18 @@ class ApplyResult:
     rows_updated: int
 
 
+@dataclass(frozen=True)
+class TablePoint:
+    """What a snapshot records of one instant besides the arrays (see end_change_tracking)."""
+
+    step: int
+    changes: int
+    optimizer: dict[str, Any]
+    pending_rows: np.ndarray  # (k,) int64
+    pending_sums: np.ndarray  # (k, dim)
+    pushes_since_apply: int
+
+
 class EmbeddingTable:
     """A (num_embeddings, embedding_dim) matrix with an optimizer. Thread-safe."""
 
@@ -59,6 +77,7 @@ class EmbeddingTable:
         seed: int | None = None,
         max_staleness: int | None = None,
         weights: np.ndarray | None = None,
+        state: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.name = name
         self.dtype = DTYPES[dtype]
@@ -70,8 +89,10 @@ class EmbeddingTable:
         self.weights = (
             weights if weights is not None else initial_weights(shape, self.dtype, self.init, seed)
         )
-        self.state = optimizer.init_state(shape, self.dtype)
+        self.state = state if state is not None else optimizer.init_state(shape, self.dtype)
         self.step = 0
+        self.changes = 0  # changes since creation (or restore); see _note_change
+        self._changed_rows: np.ndarray | None = None  # (num_embeddings,) bool while tracking
         self._lock = threading.Lock()
         self._pending_rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
         self._pending_sums = np.empty((0, embedding_dim), dtype=self.dtype)  # (capacity, dim)
@@ -192,8 +213,10 @@ class EmbeddingTable:
                 self.optimizer.update(
                     self.weights, self.state, rows, sums, self.optimizer.lr, self.step
                 )
+                self._note_change(rows)
                 return PushResult(ids.size, self._pending_count, self.step, len(rows))
             self._accumulate(rows, slot_of_id.reshape(-1), flat_grads)
+            self._note_change(None)
             self._pushes_since_apply += 1
             return PushResult(ids.size, self._pending_count, self.step)
 
@@ -217,6 +240,7 @@ class EmbeddingTable:
                 self.weights, self.state, rows, sums, self.optimizer.lr if lr is None else lr,
                 self.step,
             )
+            self._note_change(rows)
             self._clear_pending()
             return ApplyResult(self.step, count)
 
@@ -284,6 +308,59 @@ class EmbeddingTable:
                 distinct, row_of_id = np.unique(rows.astype(np.int64), return_inverse=True)
                 self._accumulate(distinct, row_of_id, sums.astype(self.dtype, copy=False))
             self._pushes_since_apply = pushes
+            self._note_change(None)
+
+    # -- whole-table changes and snapshots ---------------------------------------------------
+    def replace_weights(self, weights: np.ndarray) -> int:
+        """Make `weights` (same shape and dtype; the table owns it from now on) the table's
+        weights in one step under the lock. The pending gradient was computed on the old weights
+        and is dropped; optimizer state and step stay. Returns the pending rows dropped."""
+        if weights.shape != self.weights.shape or weights.dtype != self.dtype:
+            raise InvalidRequest(
+                f"weights must have shape {list(self.weights.shape)} and dtype {self.dtype} "
+                f"like table {self.name!r}, got {list(weights.shape)} {weights.dtype}"
+            )
+        with self._lock:
+            dropped = self._pending_count
+            self._clear_pending()
+            self.weights = weights
+            self._note_change(slice(None))
+            return dropped
+
+    def start_change_tracking(self) -> None:
+        """From now on remember which rows' weights or optimizer state change (snapshots)."""
+        with self._lock:
+            self._changed_rows = np.zeros(self.num_embeddings, dtype=bool)
+
+    def end_change_tracking(self, bring_up_to_date: Callable[[np.ndarray], None]) -> TablePoint:
+        """Under the lock: stop tracking, call bring_up_to_date(rows changed since
+        start_change_tracking) so the caller can copy those rows of self.weights / self.state,
+        and return the step and pending gradient of that same instant."""
+        with self._lock:
+            changed = self._changed_rows
+            self._changed_rows = None
+            rows = np.empty(0, np.int64) if changed is None else np.flatnonzero(changed)
+            bring_up_to_date(rows)
+            count = self._pending_count
+            return TablePoint(
+                step=self.step,
+                changes=self.changes,
+                optimizer=self.optimizer.config(),
+                pending_rows=self._pending_rows[:count].copy(),
+                pending_sums=self._pending_sums[:count].copy(),
+                pushes_since_apply=self._pushes_since_apply,
+            )
+
+    def cancel_change_tracking(self) -> None:
+        with self._lock:
+            self._changed_rows = None
+
+    def _note_change(self, rows: np.ndarray | slice | None) -> None:
+        """Count a change; while tracking, mark `rows` (their weights or optimizer state
+        changed; None: only the pending gradient did). Caller holds the lock."""
+        self.changes += 1
+        if rows is not None and self._changed_rows is not None:
+            self._changed_rows[rows] = True
 
     # -- staleness ---------------------------------------------------------------------------
     def _check_step(self, step: int | None) -> None:
