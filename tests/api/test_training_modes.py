@@ -11,7 +11,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.helpers import NPY, NPZ, create, fingerprint, load_npy, npy_bytes, npz_bytes, weights_of
+from tests.api.helpers import (
+    NPY,
+    NPZ,
+    create,
+    fingerprint,
+    npy_bytes,
+    npz_bytes,
+    weights_of,
+)
 from tests.naive_optimizers import NaiveTrainer
 
 ADAGRAD = {"kind": "adagrad", "lr": 0.5, "eps": 1e-6, "initial_accumulator_value": 0.1}
@@ -41,7 +49,9 @@ def steps_of_sgd(api: httpx.Client, name: str, count: int) -> None:
 
 
 # -- asynchronous pushes -------------------------------------------------------------------------
-def test_async_json_push_is_one_step_of_the_summed_gradient(api: httpx.Client, table_name: str) -> None:
+def test_async_json_push_is_one_step_of_the_summed_gradient(
+    api: httpx.Client, table_name: str
+) -> None:
     """adagrad is not linear: one step of g1 + g2 differs from a step of g1 then one of g2, so
     this tells "duplicates summed first" apart from "each duplicate a step"."""
     create(api, table_name, dtype="float64", optimizer=ADAGRAD, init={"kind": "normal", "std": 1.0})
@@ -157,7 +167,9 @@ def test_zero_staleness_accepts_only_the_current_step(api: httpx.Client, table_n
     assert push(api, table_name, ids=[1], grads=g).status_code == 200  # no step: no check
 
 
-def test_without_max_staleness_any_past_step_is_accepted(api: httpx.Client, table_name: str) -> None:
+def test_without_max_staleness_any_past_step_is_accepted(
+    api: httpx.Client, table_name: str
+) -> None:
     create(api, table_name)
     assert info(api, table_name)["max_staleness"] is None
     steps_of_sgd(api, table_name, 5)

@@ -160,7 +160,8 @@ def test_float32_tables_follow_the_float64_oracle_to_float32_precision(kind: str
 
 
 def test_rows_without_gradient_keep_weights_and_state_bit_for_bit() -> None:
-    """Lazy rules: momentum does not keep moving an untouched row, adam does not decay its moments."""
+    """Lazy rules: momentum does not keep moving an untouched row; adam does not decay its
+    moments."""
     for kind in CONFIGS:
         table = make_table(CONFIGS[kind])
         table.push(np.array([1, 2, 2]), np.ones((3, DIM)))
