@@ -1,7 +1,8 @@
 """python -m examples.word2vec --trainers 2 [--url URL | --serve]: train and report.
 
 The service's URL is --url, else the EMBED_URL environment variable, else
-http://127.0.0.1:8000; --serve starts a service of its own on a free port instead.
+http://127.0.0.1:8000; --serve starts a service of its own on a free port instead. A service
+that wants a bearer token gets EMBED_TOKEN (the variable the service itself reads).
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ def main(argv: list[str] | None = None) -> History:
     args = parse(argv)
     config = Word2VecConfig(**{spec.name: getattr(args, spec.name)
                                for spec in fields(Word2VecConfig)})
+    token = os.environ.get("EMBED_TOKEN") or None
     if args.serve:
         with serve() as url:
             print(f"started the service on {url}", flush=True)
-            history = train(config, url, show_progress=not args.no_progress)
+            history = train(config, url, not args.no_progress, token)
     else:
-        history = train(config, args.url, show_progress=not args.no_progress)
+        history = train(config, args.url, not args.no_progress, token)
     drop = 1 - history.eval_loss[-1] / history.initial_loss
     print(f"held-out loss {history.initial_loss:.4f} -> {history.eval_loss[-1]:.4f} "
           f"({drop:.0%} lower); neighbour purity {history.initial_purity:.3f} -> "

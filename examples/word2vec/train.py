@@ -102,7 +102,7 @@ def batches_per_epoch(config: Word2VecConfig, trainer: int) -> int:
 
 
 def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
-                epoch_done: Any) -> None:
+                epoch_done: Any, token: str | None = None) -> None:
     """One trainer process: its shard of the examples, every epoch, pushing as it goes.
     Sends ("batch", trainer, loss) per batch and ("epoch", trainer, epoch) at each epoch's end,
     then waits at the barrier for the coordinator's evaluation."""
@@ -113,7 +113,7 @@ def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
         rng = np.random.default_rng([config.seed, trainer + 1])
         sampler = NegativeSampler(corpus.word_counts())
         in_table, out_table = config.tables
-        with EmbeddingClient(url) as client:
+        with EmbeddingClient(url, token=token) as client:
             model = CBOWNegativeSampling(RemoteEmbedding(client, in_table, apply=True),
                                          RemoteEmbedding(client, out_table, apply=True))
             for epoch in range(1, config.epochs + 1):
@@ -156,14 +156,16 @@ class Evaluator:
         return neighbour_purity(vectors, self.topic_of_word, self.neighbours)
 
 
-def train(config: Word2VecConfig, url: str, show_progress: bool = True) -> History:
-    """Create the tables, run config.trainers trainer processes, report each epoch."""
+def train(config: Word2VecConfig, url: str, show_progress: bool = True,
+          token: str | None = None) -> History:
+    """Create the tables, run config.trainers trainer processes, report each epoch. `token`:
+    the service's bearer token, if it has one (EMBED_TOKEN)."""
     corpus = config.corpus()
     history = History(chance_purity=chance_purity(corpus.topic_of_word))
     context = multiprocessing.get_context("spawn")  # no fork of a process holding sockets
     messages = context.Queue()
     epoch_done = context.Barrier(config.trainers + 1)
-    with EmbeddingClient(url) as client:
+    with EmbeddingClient(url, token=token) as client:
         create_tables(client, config)
         evaluator = Evaluator(client, config, corpus)
         history.initial_loss, history.initial_purity = evaluator.loss(), evaluator.purity()
@@ -173,7 +175,7 @@ def train(config: Word2VecConfig, url: str, show_progress: bool = True) -> Histo
              f"(chance {history.chance_purity:.3f})")
         processes = [
             context.Process(target=run_trainer, name=f"trainer-{trainer}",
-                            args=(config, url, trainer, messages, epoch_done))
+                            args=(config, url, trainer, messages, epoch_done, token))
             for trainer in range(config.trainers)
         ]
         for process in processes:

@@ -103,6 +103,20 @@ def test_serve_starts_a_service_and_stops_it() -> None:
         httpx.get(f"{url}/healthz", timeout=2.0)
 
 
+def test_serve_with_a_token_trains_against_a_service_that_requires_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--serve starts its own service, which reads EMBED_TOKEN; the example sends the same."""
+    monkeypatch.setenv("EMBED_TOKEN", "w2v-secret")
+    history = main([*SMALL, "--serve", "--epochs", "1", "--trainers", "1", "--no-plot"])
+    assert history.eval_loss[-1] < history.initial_loss
+    assert "started the service on http://127.0.0.1:" in capsys.readouterr().out
+    with serve() as url:  # the token is really required
+        reply = httpx.post(f"{url}/v1/tables", json={"name": "x", "num_embeddings": 1,
+                                                     "embedding_dim": 1})
+        assert reply.status_code == 401
+
+
 def test_held_out_sentences_are_not_the_training_ones() -> None:
     config = Word2VecConfig(num_sentences=50, eval_examples=64)
     train, held_out = config.corpus().sentences, config.held_out_corpus().sentences
