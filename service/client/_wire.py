@@ -1,0 +1,257 @@
+"""Every endpoint as a `Call`: the request to send and how to read its reply. Shared by the sync
+and the async client, which only differ in how they send (and sleep between retries).
+
+A Call is built once per logical call, so its Idempotency-Key (on every call that changes
+something) is the same on each retry, and the server answers a repeat with its first reply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+from service.client import _codecs as codecs
+from service.client.errors import EmbeddingClientError, ServerUnavailableError, error_for
+from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+
+T = TypeVar("T")
+WireFormat = Literal["binary", "json"]
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# The request may not have reached the service, or its reply was lost: safe to send again
+# (reads are idempotent, and every write carries an Idempotency-Key).
+RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    decode: Callable[[httpx.Response], T]
+    content: bytes | None = None
+    headers: Mapping[str, str] | None = None
+    params: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """`retries` more attempts after the first; the n-th waits about backoff * 2**n seconds
+    (half of it fixed, half random: "equal jitter"), at most max_backoff, or longer when a 429 /
+    503 says Retry-After (honoured up to max_backoff)."""
+
+    retries: int = 2
+    backoff: float = 0.1
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+        wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if retry_after:
+            with contextlib.suppress(ValueError):  # an HTTP date: keep our own backoff
+                wait = max(wait, min(float(retry_after), self.max_backoff))
+        return wait
+
+    def should_retry_status(self, response: httpx.Response, attempt: int) -> bool:
+        return response.status_code in RETRY_STATUSES and attempt < self.retries
+
+
+class RequestFactory:
+    """httpx.Requests for Calls to one service. Built here rather than by httpx.Client, whose
+    per-call URL and header merging costs more than the rest of a small call: the URL of each
+    (path, query) is parsed once, and the default headers and timeouts are fixed."""
+
+    def __init__(
+        self, base_url: str, token: str | None, connect_timeout: float, read_timeout: float
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"User-Agent": "embedding-service-client", "Accept-Encoding": "identity"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.timeouts = {"connect": connect_timeout, "read": read_timeout,
+                         "write": read_timeout, "pool": read_timeout}
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+
+    def url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
+        key = (path, tuple(params.items()) if params else ())
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= 1024:
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(self.base_url + path, params=params)
+        return url
+
+    def build(self, call: Call[Any]) -> httpx.Request:
+        headers = {**self.headers, **call.headers} if call.headers else self.headers
+        return httpx.Request(
+            call.method, self.url(call.path, call.params), headers=headers,
+            content=call.content, extensions={"timeout": self.timeouts},
+        )
+
+
+def unavailable(call: Call[Any], error: Exception, attempts: int) -> ServerUnavailableError:
+    return ServerUnavailableError(
+        f"{call.method} {call.path} got no reply after {attempts} attempt(s): "
+        f"{type(error).__name__}: {error or 'connection lost'}"
+    )
+
+
+def finish(call: Call[T], response: httpx.Response) -> T:
+    """The decoded reply, or the typed error for a failure reply."""
+    if response.is_success:
+        return call.decode(response)
+    raise failure(response)
+
+
+def failure(response: httpx.Response) -> EmbeddingClientError:
+    detail = response.reason_phrase or "error"
+    try:
+        body = codecs.decode_json(response.content)
+        if isinstance(body, dict) and "detail" in body:
+            detail = body["detail"] if isinstance(body["detail"], str) else str(body["detail"])
+    except ValueError:
+        if response.content:
+            detail = response.content[:200].decode("utf-8", "replace")
+    return error_for(response.status_code, detail, response.headers.get("x-error-code"))
+
+
+def _replayed(response: httpx.Response) -> bool:
+    return response.headers.get("idempotent-replayed") == "true"
+
+
+def _json(response: httpx.Response) -> Any:
+    return codecs.decode_json(response.content)
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _table_info(response: httpx.Response) -> TableInfo:
+    return TableInfo.from_json(_json(response))
+
+
+def _table_list(response: httpx.Response) -> list[TableInfo]:
+    return [TableInfo.from_json(table) for table in _json(response)["tables"]]
+
+
+def _push_result(response: httpx.Response) -> PushResult:
+    return PushResult.from_json(_json(response), _replayed(response))
+
+
+def _apply_result(response: httpx.Response) -> ApplyResult:
+    return ApplyResult.from_json(_json(response), _replayed(response))
+
+
+def _array(response: httpx.Response) -> np.ndarray:
+    return codecs.decode_npy(response.content)
+
+
+def _lookup(response: httpx.Response) -> Lookup:
+    if response.headers.get("content-type", "").startswith(codecs.NPY):
+        return Lookup(codecs.decode_npy(response.content), int(response.headers["x-table-step"]))
+    reply = _json(response)
+    vectors = np.asarray(reply["vectors"], dtype=np.float64).reshape(reply["shape"])
+    return Lookup(vectors, reply["step"])
+
+
+def _table_path(name: str, *rest: str) -> str:
+    return "/".join(("/v1/tables", quote(name, safe=""), *rest))
+
+
+def _once() -> dict[str, str]:
+    """Headers of a call that changes something: a fresh key, reused by its retries."""
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+class Requests:
+    """Builds the Call of each endpoint in one wire format ("binary": .npy/.npz, or "json")."""
+
+    def __init__(self, wire: WireFormat = "binary") -> None:
+        if wire not in ("binary", "json"):
+            raise ValueError(f"wire must be 'binary' or 'json', got {wire!r}")
+        self.binary = wire == "binary"
+        self.json_headers = {"Content-Type": codecs.JSON, "Accept": codecs.JSON}
+        self.npy_headers = {"Content-Type": codecs.NPY, "Accept": codecs.NPY}
+
+    def health(self) -> Call[dict[str, Any]]:
+        return Call("GET", "/healthz", _json)
+
+    def create_table(
+        self, name: str, num_embeddings: int, embedding_dim: int, *, dtype: str,
+        init: str | Mapping[str, Any] | None, seed: int | None,
+        optimizer: str | Mapping[str, Any] | None, max_staleness: int | None,
+    ) -> Call[TableInfo]:
+        spec: dict[str, Any] = {"name": name, "num_embeddings": num_embeddings,
+                                "embedding_dim": embedding_dim, "dtype": dtype}
+        for field, value in (("init", init), ("optimizer", optimizer)):
+            if value is not None:
+                spec[field] = {"kind": value} if isinstance(value, str) else dict(value)
+        for field, value in (("seed", seed), ("max_staleness", max_staleness)):
+            if value is not None:
+                spec[field] = value
+        return Call("POST", "/v1/tables", _table_info, codecs.encode_json(spec),
+                    {**self.json_headers, **_once()})
+
+    def get_table(self, name: str) -> Call[TableInfo]:
+        return Call("GET", _table_path(name), _table_info)
+
+    def list_tables(self) -> Call[list[TableInfo]]:
+        return Call("GET", "/v1/tables", _table_list)
+
+    def delete_table(self, name: str) -> Call[None]:
+        return Call("DELETE", _table_path(name), _nothing, headers=_once())
+
+    def lookup(self, name: str, ids: Any) -> Call[Lookup]:
+        id_array = codecs.as_ids(ids)
+        if self.binary:
+            content = codecs.encode_npy(id_array)
+            return Call("POST", _table_path(name, "lookup"), _lookup, content, self.npy_headers)
+        content = codecs.encode_json({"ids": codecs.json_ready(id_array)})
+        return Call("POST", _table_path(name, "lookup"), _lookup, content, self.json_headers)
+
+    def push_gradients(
+        self, name: str, ids: Any, grads: Any, *, apply: bool, step: int | None
+    ) -> Call[PushResult]:
+        id_array, grad_array = codecs.as_ids(ids), np.asarray(grads)
+        path = _table_path(name, "gradients")
+        if self.binary:
+            params = {"apply": "true"} if apply else {}
+            if step is not None:
+                params["step"] = str(step)
+            content = codecs.encode_npz(ids=id_array, grads=grad_array)
+            headers = {"Content-Type": codecs.NPZ, "Accept": codecs.JSON, **_once()}
+            return Call("POST", path, _push_result, content, headers, params or None)
+        body: dict[str, Any] = {"ids": codecs.json_ready(id_array),
+                                "grads": codecs.json_ready(grad_array), "apply": apply}
+        if step is not None:
+            body["step"] = step
+        return Call("POST", path, _push_result, codecs.encode_json(body),
+                    {**self.json_headers, **_once()})
+
+    def apply(self, name: str, *, lr: float | None, average: bool) -> Call[ApplyResult]:
+        body: dict[str, Any] = {"average": average}
+        if lr is not None:
+            body["lr"] = lr
+        return Call("POST", _table_path(name, "apply"), _apply_result, codecs.encode_json(body),
+                    {**self.json_headers, **_once()})
+
+    def snapshot(self) -> Call[dict[str, Any]]:
+        return Call("POST", "/v1/snapshots", _json, b"", {**self.json_headers, **_once()})
+
+    def export_weights(self, name: str) -> Call[np.ndarray]:
+        return Call("GET", _table_path(name, "weights"), _array, headers={"Accept": codecs.NPY})
+
+    def import_weights(self, name: str, weights: Any) -> Call[TableInfo]:
+        return Call("PUT", _table_path(name, "weights"), _table_info,
+                    codecs.encode_npy(np.asarray(weights)),
+                    {"Content-Type": codecs.NPY, "Accept": codecs.JSON, **_once()})

@@ -1,0 +1,196 @@
+"""AsyncEmbeddingClient: the same client as EmbeddingClient, for asyncio (or trio) code.
+
+    async with AsyncEmbeddingClient("http://127.0.0.1:8000") as client:
+        await client.create_table("words", num_embeddings=10_000, embedding_dim=64)
+        vectors = await client.lookup("words", ids)      # (len(ids), 64) float32
+        await client.push_gradients("words", ids, grads)
+        await client.apply("words", lr=0.1)
+
+Kept method for method in step with service/client/sync.py (tests/client runs one suite over
+both); only sending and sleeping differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio  # httpx's own async backend layer: works under asyncio and trio
+import httpx
+import numpy as np
+
+from service.client._async_transport import PooledAsyncHTTPTransport
+from service.client._wire import (
+    RETRY_ERRORS,
+    Call,
+    RequestFactory,
+    Requests,
+    RetryPolicy,
+    WireFormat,
+    finish,
+    unavailable,
+)
+from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+
+T = TypeVar("T")
+
+
+class AsyncEmbeddingClient:
+    """A connection pool to one service; reuse one per event loop. The arguments are
+    EmbeddingClient's:
+
+    Args:
+        base_url: the service, e.g. "http://127.0.0.1:8000".
+        token: sent as `Authorization: Bearer <token>` when given.
+        connect_timeout / read_timeout: seconds to open a connection / to wait for a reply.
+        retries: attempts after the first on connection errors, timeouts, 429, 502, 503, 504,
+            with exponential backoff (backoff * 2**n seconds, jittered, at most max_backoff).
+            Writes carry an Idempotency-Key, so a retried push or apply counts once.
+        wire: "binary" (.npy / .npz bodies, the fast default) or "json".
+        max_connections: idle connections kept open to the service between calls.
+        transport: an httpx async transport to send through instead of the default one (a
+            lean anyio connection pool): httpx.AsyncHTTPTransport(...) for proxies or HTTP/2,
+            httpx.ASGITransport(app) in tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        retries: int = 2,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        wire: WireFormat = "binary",
+        max_connections: int = 16,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._factory = RequestFactory(base_url, token, connect_timeout, read_timeout)
+        self.base_url = self._factory.base_url
+        self.retry = RetryPolicy(retries, backoff, max_backoff)
+        self._requests = Requests(wire)
+        self._transport = transport or PooledAsyncHTTPTransport(max_idle=max_connections)
+
+    # -- tables ----------------------------------------------------------------------------
+    async def create_table(
+        self,
+        name: str,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        dtype: str = "float32",
+        init: str | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        optimizer: str | Mapping[str, Any] | None = None,
+        max_staleness: int | None = None,
+    ) -> TableInfo:
+        """Create a table. `optimizer` is a kind ("adam") or {"kind": "adam", "lr": 0.01, ...};
+        `init` likewise ("zeros", {"kind": "normal", "std": 0.1}). TableExistsError if taken."""
+        return await self._send(self._requests.create_table(
+            name, num_embeddings, embedding_dim, dtype=dtype, init=init, seed=seed,
+            optimizer=optimizer, max_staleness=max_staleness,
+        ))
+
+    async def get_table(self, name: str) -> TableInfo:
+        return await self._send(self._requests.get_table(name))
+
+    async def list_tables(self) -> list[TableInfo]:
+        return await self._send(self._requests.list_tables())
+
+    async def delete_table(self, name: str) -> None:
+        await self._send(self._requests.delete_table(name))
+
+    # -- the embedding layer ---------------------------------------------------------------
+    async def lookup(self, table: str, ids: Any) -> np.ndarray:
+        """W[ids]: shape ids.shape + (embedding_dim,), the table's dtype (float64 over JSON).
+        Binary replies are read-only views of the reply; `.copy()` one to write into it."""
+        return (await self._send(self._requests.lookup(table, ids))).vectors
+
+    async def lookup_with_step(self, table: str, ids: Any) -> Lookup:
+        """(W[ids], step): the rows and the table step they were read at, to pass back as
+        push_gradients(..., step=step) when the table checks staleness."""
+        return await self._send(self._requests.lookup(table, ids))
+
+    async def push_gradients(
+        self, table: str, ids: Any, grads: Any, apply: bool = False, step: int | None = None
+    ) -> PushResult:
+        """Add grads (ids.shape + (embedding_dim,)) into the pending gradient of rows ids;
+        duplicate ids sum. apply=True updates the rows at once instead. `step` is the step the
+        gradient was computed at (StaleGradientError if too old for max_staleness)."""
+        return await self._send(
+            self._requests.push_gradients(table, ids, grads, apply=apply, step=step)
+        )
+
+    async def apply(
+        self, table: str, lr: float | None = None, average: bool = False
+    ) -> ApplyResult:
+        """One optimizer step over every row with a pending gradient. `lr` overrides the
+        optimizer's for this step; average=True divides by the number of pushes."""
+        return await self._send(self._requests.apply(table, lr=lr, average=average))
+
+    # -- service ---------------------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        return await self._send(self._requests.health())
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Snapshot every changed table to the service's data directory now (POST
+        /v1/snapshots). The server's reply: {"tables": [{"name", "step", "bytes", "seconds"}],
+        "unchanged": [names], "bytes", "seconds"}."""
+        return await self._send(self._requests.snapshot())
+
+    async def export_weights(self, table: str) -> np.ndarray:
+        """The table's whole weight matrix, (num_embeddings, embedding_dim), read-only
+        (.npy on the wire, whatever `wire` says)."""
+        return await self._send(self._requests.export_weights(table))
+
+    async def import_weights(self, table: str, weights: Any) -> TableInfo:
+        """Replace the table's weights with an array of exactly its shape and dtype (.npy on
+        the wire, whatever `wire` says). The pending gradient is dropped; step and optimizer
+        state are kept."""
+        return await self._send(self._requests.import_weights(table, weights))
+
+    # -- sending ---------------------------------------------------------------------------
+    async def _send(self, call: Call[T]) -> T:
+        request = self._factory.build(call)  # once: its Idempotency-Key is the same on retries
+        attempt = 0
+        while True:
+            try:
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except RETRY_ERRORS as error:
+                if attempt >= self.retry.retries:
+                    raise unavailable(call, error, attempt + 1) from error
+                await anyio.sleep(self.retry.delay(attempt))
+                attempt += 1
+                continue
+            except httpx.TransportError as error:
+                raise unavailable(call, error, attempt + 1) from error
+            if self.retry.should_retry_status(response, attempt):
+                await anyio.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                attempt += 1
+                continue
+            return finish(call, response)
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        await self._transport.aclose()
+
+    aclose = close  # httpx's name for it
+
+    async def __aenter__(self) -> AsyncEmbeddingClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncEmbeddingClient({self.base_url!r})"

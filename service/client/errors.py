@@ -1,0 +1,111 @@
+"""What the client raises: one base class, one subclass per kind of failure.
+
+    try:
+        client.lookup("words", ids)
+    except TableNotFoundError:
+        client.create_table("words", 10_000, 64)
+    except EmbeddingClientError as error:
+        print(error.status, error.detail)
+
+Every error carries `status` (the HTTP status, None when no reply arrived), `detail` (the
+server's sentence, or what went wrong on the way) and `code` (the server's X-Error-Code header,
+such as "stale_gradient", when it sent one).
+"""
+
+from __future__ import annotations
+
+
+class EmbeddingClientError(Exception):
+    """Base class of every error the client raises."""
+
+    def __init__(self, detail: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(f"{detail} (HTTP {status})" if status is not None else detail)
+        self.detail = detail
+        self.status = status
+        self.code = code
+
+
+class TableNotFoundError(EmbeddingClientError):
+    """The table does not exist (404)."""
+
+
+class TableExistsError(EmbeddingClientError):
+    """A table of that name already exists (409)."""
+
+
+class StaleGradientError(EmbeddingClientError):
+    """The gradient's step is older than the table's max_staleness allows (409)."""
+
+
+class InvalidRequestError(EmbeddingClientError):
+    """The server refused a field of the request (422; also 400, 406, 415); `detail` names it."""
+
+
+class UnauthorizedError(EmbeddingClientError):
+    """Missing or wrong bearer token (401, 403)."""
+
+
+class PayloadTooLargeError(EmbeddingClientError):
+    """The body, the id count or the new table is over a server limit (413)."""
+
+
+class ServerUnavailableError(EmbeddingClientError):
+    """No usable reply after every retry: connection errors, timeouts, 429, 502, 503, 504."""
+
+
+class ServerError(EmbeddingClientError):
+    """Any other failure reply (a 500 is a bug in the service: please report it)."""
+
+
+ERROR_OF_CODE: dict[str, type[EmbeddingClientError]] = {
+    "table_not_found": TableNotFoundError,
+    "table_exists": TableExistsError,
+    "stale_gradient": StaleGradientError,
+    "invalid_request": InvalidRequestError,
+    "payload_too_large": PayloadTooLargeError,
+    "budget_exceeded": PayloadTooLargeError,
+}
+
+ERROR_OF_STATUS: dict[int, type[EmbeddingClientError]] = {
+    400: InvalidRequestError,
+    401: UnauthorizedError,
+    403: UnauthorizedError,
+    406: InvalidRequestError,
+    409: TableExistsError,
+    413: PayloadTooLargeError,
+    415: InvalidRequestError,
+    422: InvalidRequestError,
+    429: ServerUnavailableError,
+    502: ServerUnavailableError,
+    503: ServerUnavailableError,
+    504: ServerUnavailableError,
+}
+
+
+def error_for(status: int, detail: str, code: str | None) -> EmbeddingClientError:
+    """The exception for a failure reply: by the server's error code where it sent one it knows,
+    else by status. A 404 without a table code (an unknown URL) is a ServerError, not a missing
+    table."""
+    cls = ERROR_OF_CODE.get(code or "")
+    if cls is None:
+        if status == 404:
+            cls = ServerError
+        elif status == 409 and "stale" in detail:
+            cls = StaleGradientError
+        else:
+            cls = ERROR_OF_STATUS.get(status, ServerError)
+    return cls(detail, status, code)
+
+
+__all__ = [
+    "EmbeddingClientError",
+    "InvalidRequestError",
+    "PayloadTooLargeError",
+    "ServerError",
+    "ServerUnavailableError",
+    "StaleGradientError",
+    "TableExistsError",
+    "TableNotFoundError",
+    "UnauthorizedError",
+    "error_for",
+]

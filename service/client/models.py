@@ -1,0 +1,88 @@
+"""What the client's methods return: small frozen records of the service's JSON replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A table's description, as GET /v1/tables/{name} returns it. `raw` is the whole reply
+    (fields added by newer services are there)."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    dtype: str
+    step: int
+    pending_rows: int
+    nbytes: int
+    optimizer: dict[str, Any]
+    init: dict[str, Any]
+    seed: int | None = None
+    max_staleness: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_embeddings, self.embedding_dim)
+
+    @classmethod
+    def from_json(cls, reply: dict[str, Any]) -> TableInfo:
+        return cls(
+            name=reply["name"],
+            num_embeddings=reply["num_embeddings"],
+            embedding_dim=reply["embedding_dim"],
+            dtype=reply["dtype"],
+            step=reply["step"],
+            pending_rows=reply["pending_rows"],
+            nbytes=reply["nbytes"],
+            optimizer=reply.get("optimizer", {}),
+            init=reply.get("init", {}),
+            seed=reply.get("seed"),
+            max_staleness=reply.get("max_staleness"),
+            raw=reply,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """A gradient push: id entries pushed, distinct rows now pending, the table step, and the
+    rows updated at once (apply=True only)."""
+
+    rows: int
+    pending_rows: int
+    step: int
+    rows_updated: int = 0
+    replayed: bool = False  # the server answered a retry with the first attempt's reply
+
+    @classmethod
+    def from_json(cls, reply: dict[str, Any], replayed: bool = False) -> PushResult:
+        return cls(reply["rows"], reply["pending_rows"], reply["step"],
+                   reply.get("rows_updated", 0), replayed)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """An optimizer step: the table step after it and the rows it updated (0: nothing pending)."""
+
+    step: int
+    rows_updated: int
+    replayed: bool = False
+
+    @classmethod
+    def from_json(cls, reply: dict[str, Any], replayed: bool = False) -> ApplyResult:
+        return cls(reply["step"], reply["rows_updated"], replayed)
+
+
+class Lookup(NamedTuple):
+    """Rows and the table step they were read at: `vectors, step = client.lookup_with_step(...)`."""
+
+    vectors: np.ndarray  # ids.shape + (embedding_dim,)
+    step: int
+
+
+__all__ = ["ApplyResult", "Lookup", "PushResult", "TableInfo"]

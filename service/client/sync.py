@@ -1,0 +1,186 @@
+"""EmbeddingClient: the service from a synchronous trainer, numpy arrays in and out.
+
+    with EmbeddingClient("http://127.0.0.1:8000") as client:
+        client.create_table("words", num_embeddings=10_000, embedding_dim=64)
+        vectors = client.lookup("words", ids)            # (len(ids), 64) float32
+        client.push_gradients("words", ids, grads)
+        client.apply("words", lr=0.1)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from service.client._transport import PooledHTTPTransport
+from service.client._wire import (
+    RETRY_ERRORS,
+    Call,
+    RequestFactory,
+    Requests,
+    RetryPolicy,
+    WireFormat,
+    finish,
+    unavailable,
+)
+from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+
+T = TypeVar("T")
+
+
+class EmbeddingClient:
+    """A connection pool to one service. Thread-safe; reuse one per process.
+
+    Args:
+        base_url: the service, e.g. "http://127.0.0.1:8000".
+        token: sent as `Authorization: Bearer <token>` when given.
+        connect_timeout / read_timeout: seconds to open a connection / to wait for a reply.
+        retries: attempts after the first on connection errors, timeouts, 429, 502, 503, 504,
+            with exponential backoff (backoff * 2**n seconds, jittered, at most max_backoff).
+            Writes carry an Idempotency-Key, so a retried push or apply counts once.
+        wire: "binary" (.npy / .npz bodies, the fast default) or "json".
+        max_connections: idle connections kept open to the service between calls.
+        transport: an httpx transport to send through instead of the default one (a lean
+            http.client pool): httpx.HTTPTransport(...) for proxies or HTTP/2, or an ASGI
+            transport in tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        retries: int = 2,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        wire: WireFormat = "binary",
+        max_connections: int = 16,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._factory = RequestFactory(base_url, token, connect_timeout, read_timeout)
+        self.base_url = self._factory.base_url
+        self.retry = RetryPolicy(retries, backoff, max_backoff)
+        self._requests = Requests(wire)
+        self._transport = transport or PooledHTTPTransport(max_idle=max_connections)
+
+    # -- tables ----------------------------------------------------------------------------
+    def create_table(
+        self,
+        name: str,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        dtype: str = "float32",
+        init: str | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        optimizer: str | Mapping[str, Any] | None = None,
+        max_staleness: int | None = None,
+    ) -> TableInfo:
+        """Create a table. `optimizer` is a kind ("adam") or {"kind": "adam", "lr": 0.01, ...};
+        `init` likewise ("zeros", {"kind": "normal", "std": 0.1}). TableExistsError if taken."""
+        return self._send(self._requests.create_table(
+            name, num_embeddings, embedding_dim, dtype=dtype, init=init, seed=seed,
+            optimizer=optimizer, max_staleness=max_staleness,
+        ))
+
+    def get_table(self, name: str) -> TableInfo:
+        return self._send(self._requests.get_table(name))
+
+    def list_tables(self) -> list[TableInfo]:
+        return self._send(self._requests.list_tables())
+
+    def delete_table(self, name: str) -> None:
+        self._send(self._requests.delete_table(name))
+
+    # -- the embedding layer ---------------------------------------------------------------
+    def lookup(self, table: str, ids: Any) -> np.ndarray:
+        """W[ids]: shape ids.shape + (embedding_dim,), the table's dtype (float64 over JSON).
+        Binary replies are read-only views of the reply; `.copy()` one to write into it."""
+        return self._send(self._requests.lookup(table, ids)).vectors
+
+    def lookup_with_step(self, table: str, ids: Any) -> Lookup:
+        """(W[ids], step): the rows and the table step they were read at, to pass back as
+        push_gradients(..., step=step) when the table checks staleness."""
+        return self._send(self._requests.lookup(table, ids))
+
+    def push_gradients(
+        self, table: str, ids: Any, grads: Any, apply: bool = False, step: int | None = None
+    ) -> PushResult:
+        """Add grads (ids.shape + (embedding_dim,)) into the pending gradient of rows ids;
+        duplicate ids sum. apply=True updates the rows at once instead. `step` is the step the
+        gradient was computed at (StaleGradientError if too old for max_staleness)."""
+        return self._send(self._requests.push_gradients(table, ids, grads, apply=apply, step=step))
+
+    def apply(self, table: str, lr: float | None = None, average: bool = False) -> ApplyResult:
+        """One optimizer step over every row with a pending gradient. `lr` overrides the
+        optimizer's for this step; average=True divides by the number of pushes."""
+        return self._send(self._requests.apply(table, lr=lr, average=average))
+
+    # -- service ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._send(self._requests.health())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Snapshot every changed table to the service's data directory now (POST
+        /v1/snapshots). The server's reply: {"tables": [{"name", "step", "bytes", "seconds"}],
+        "unchanged": [names], "bytes", "seconds"}."""
+        return self._send(self._requests.snapshot())
+
+    def export_weights(self, table: str) -> np.ndarray:
+        """The table's whole weight matrix, (num_embeddings, embedding_dim), read-only
+        (.npy on the wire, whatever `wire` says)."""
+        return self._send(self._requests.export_weights(table))
+
+    def import_weights(self, table: str, weights: Any) -> TableInfo:
+        """Replace the table's weights with an array of exactly its shape and dtype (.npy on
+        the wire, whatever `wire` says). The pending gradient is dropped; step and optimizer
+        state are kept."""
+        return self._send(self._requests.import_weights(table, weights))
+
+    # -- sending ---------------------------------------------------------------------------
+    def _send(self, call: Call[T]) -> T:
+        request = self._factory.build(call)  # once: its Idempotency-Key is the same on retries
+        attempt = 0
+        while True:
+            try:
+                response = self._transport.handle_request(request)
+                try:
+                    response.read()
+                finally:
+                    response.close()
+            except RETRY_ERRORS as error:
+                if attempt >= self.retry.retries:
+                    raise unavailable(call, error, attempt + 1) from error
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
+                continue
+            except httpx.TransportError as error:
+                raise unavailable(call, error, attempt + 1) from error
+            if self.retry.should_retry_status(response, attempt):
+                time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                attempt += 1
+                continue
+            return finish(call, response)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._transport.close()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingClient({self.base_url!r})"

@@ -1,0 +1,255 @@
+"""Idempotency keys (service/api/idempotency.py): a repeat gets the first reply, even while the
+first is still running; 5xx and exceptions are forgotten; memory is bounded in count and age."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from service.api.idempotency import MAX_REMEMBERED_BODY_BYTES, Idempotency, ReplyStore
+from tests.api.helpers import NPZ, create, npz_bytes
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class CountingApp:
+    """An ASGI app that counts its calls and answers with `status` and the call number; with a
+    gate, each call waits for it to open first."""
+
+    def __init__(self, status: int = 200, body_size: int = 0) -> None:
+        self.calls = 0
+        self.status = status
+        self.body_size = body_size
+        self.gate: anyio.Event | None = None
+        self.fail_first = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        number = self.calls
+        while (await receive()).get("more_body"):
+            pass
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_first and number == 1:
+            raise RuntimeError("boom")
+        body = f"call {number}".encode().ljust(self.body_size or 0, b".")
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-length", str(len(body)).encode()),
+                                (b"x-call", str(number).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def client_of(app: Any, **settings: Any) -> httpx.AsyncClient:
+    wrapped = Idempotency(app, max_keys=settings.get("max_keys", 100),
+                          ttl_seconds=settings.get("ttl_seconds", 60))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped, raise_app_exceptions=False),
+                             base_url="http://testserver")
+
+
+KEY = {"Idempotency-Key": "key-1"}
+
+
+@pytest.mark.anyio
+async def test_repeat_gets_the_first_reply() -> None:
+    app = CountingApp()
+    async with client_of(app) as client:
+        first = await client.post("/v1/tables/a/gradients", content=b"abc", headers=KEY)
+        second = await client.post("/v1/tables/a/gradients", content=b"abc", headers=KEY)
+    assert app.calls == 1
+    assert (first.status_code, first.content, first.headers["x-call"]) == (200, b"call 1", "1")
+    assert (second.status_code, second.content, second.headers["x-call"]) == (200, b"call 1", "1")
+    assert "idempotent-replayed" not in first.headers
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+@pytest.mark.anyio
+async def test_without_a_key_or_on_get_every_request_runs() -> None:
+    app = CountingApp()
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/apply")
+        await client.post("/v1/tables/a/apply")
+        await client.get("/v1/tables/a", headers=KEY)
+        await client.get("/v1/tables/a", headers=KEY)
+    assert app.calls == 4
+
+
+@pytest.mark.anyio
+async def test_keys_are_scoped_by_method_path_and_authorization() -> None:
+    app = CountingApp()
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/apply", headers=KEY)
+        await client.post("/v1/tables/b/apply", headers=KEY)
+        await client.put("/v1/tables/a/apply", headers=KEY)
+        await client.post("/v1/tables/a/apply", headers={**KEY, "Authorization": "Bearer x"})
+        replay = await client.post("/v1/tables/a/apply", headers=KEY)
+    assert app.calls == 4
+    assert replay.content == b"call 1"
+
+
+@pytest.mark.anyio
+async def test_a_key_reused_for_another_request_is_refused() -> None:
+    app = CountingApp()
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/gradients", content=b"abc", headers=KEY)
+        other_body = await client.post("/v1/tables/a/gradients", content=b"abcd", headers=KEY)
+        other_query = await client.post("/v1/tables/a/gradients?apply=true", content=b"abc",
+                                        headers=KEY)
+    assert app.calls == 1
+    for reply in (other_body, other_query):
+        assert reply.status_code == 422
+        assert reply.headers["x-error-code"] == "idempotency_key_reused"
+        assert reply.json()["detail"].startswith(
+            "Idempotency-Key 'key-1' was already used for another POST /v1/tables/a/gradients"
+        )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
+async def test_malformed_keys_are_refused(key: str) -> None:
+    app = CountingApp()
+    async with client_of(app) as client:
+        reply = await client.post("/v1/tables/a/apply",
+                                  headers=[("Idempotency-Key", key.encode("latin-1"))])
+    assert app.calls == 0
+    assert reply.status_code == 422 and reply.headers["x-error-code"] == "invalid_idempotency_key"
+    assert reply.json()["detail"].startswith("Idempotency-Key must be 1-255 printable ASCII")
+
+
+@pytest.mark.anyio
+async def test_a_repeat_waits_for_the_first_in_flight() -> None:
+    app = CountingApp()
+    app.gate = anyio.Event()
+    replies: list[httpx.Response] = []
+    async with client_of(app) as client:
+
+        async def post() -> None:
+            replies.append(await client.post("/v1/tables/a/apply", headers=KEY))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(post)
+            tasks.start_soon(post)
+            tasks.start_soon(post)
+            while app.calls == 0:
+                await anyio.sleep(0.001)
+            await anyio.sleep(0.05)  # the repeats have arrived and wait
+            assert app.calls == 1 and replies == []
+            app.gate.set()
+    assert app.calls == 1
+    assert sorted(reply.headers.get("idempotent-replayed", "") for reply in replies) == [
+        "", "true", "true"]
+    assert {reply.content for reply in replies} == {b"call 1"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("status", "remembered"),
+                         [(201, True), (404, True), (409, True), (422, True), (401, False),
+                          (429, False), (500, False), (503, False)])
+async def test_which_statuses_are_remembered(status: int, remembered: bool) -> None:
+    app = CountingApp(status=status)
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/apply", headers=KEY)
+        second = await client.post("/v1/tables/a/apply", headers=KEY)
+    assert app.calls == (1 if remembered else 2)
+    assert second.status_code == status
+    assert ("idempotent-replayed" in second.headers) is remembered
+
+
+@pytest.mark.anyio
+async def test_an_exception_is_forgotten_and_a_waiting_repeat_runs() -> None:
+    app = CountingApp()
+    app.gate = anyio.Event()
+    app.fail_first = True
+    replies: list[httpx.Response] = []
+    async with client_of(app) as client:
+
+        async def post() -> None:
+            replies.append(await client.post("/v1/tables/a/apply", headers=KEY))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(post)
+            while app.calls == 0:
+                await anyio.sleep(0.001)
+            tasks.start_soon(post)
+            await anyio.sleep(0.05)  # the repeat waits for the first...
+            assert app.calls == 1
+            app.gate.set()  # ...which fails; then the repeat runs, and succeeds
+    assert app.calls == 2
+    assert sorted(reply.status_code for reply in replies) == [200, 500]
+
+
+@pytest.mark.anyio
+async def test_large_replies_are_not_remembered() -> None:
+    app = CountingApp(body_size=MAX_REMEMBERED_BODY_BYTES + 1)
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/apply", headers=KEY)
+        second = await client.post("/v1/tables/a/apply", headers=KEY)
+    assert app.calls == 2 and "idempotent-replayed" not in second.headers
+
+
+@pytest.mark.anyio
+async def test_max_keys_zero_turns_keys_off() -> None:
+    app = CountingApp()
+    async with client_of(app, max_keys=0) as client:
+        await client.post("/v1/tables/a/apply", headers=KEY)
+        await client.post("/v1/tables/a/apply", headers=KEY)
+    assert app.calls == 2
+
+
+def test_store_forgets_the_oldest_beyond_max_keys() -> None:
+    store = ReplyStore(max_keys=2, ttl_seconds=60, clock=lambda: 0.0)
+    keys = [("POST", "/p", f"k{i}", "") for i in range(3)]
+    for number, key in enumerate(keys):
+        store.put(key, (b"", b"", b""), 200, [], f"{number}".encode())
+    assert len(store) == 2
+    assert store.get(keys[0]) is None
+    assert [store.get(key).body for key in keys[1:]] == [b"1", b"2"]  # type: ignore[union-attr]
+
+
+def test_store_forgets_after_the_ttl() -> None:
+    now = [0.0]
+    store = ReplyStore(max_keys=10, ttl_seconds=5, clock=lambda: now[0])
+    old, new = ("POST", "/p", "old", ""), ("POST", "/p", "new", "")
+    store.put(old, (b"", b"", b""), 200, [], b"old")
+    now[0] = 3.0
+    store.put(new, (b"", b"", b""), 200, [], b"new")
+    now[0] = 5.5
+    assert store.get(old) is None and store.get(new) is not None
+    now[0] = 8.0
+    store.put(("POST", "/p", "newest", ""), (b"", b"", b""), 200, [], b"x")
+    assert len(store) == 1  # both expired ones dropped when the newest came
+
+
+# -- the real app --------------------------------------------------------------------------
+def test_push_with_a_key_counts_once(api: httpx.Client, table_name: str) -> None:
+    create(api, table_name, num_embeddings=4, embedding_dim=2, init={"kind": "zeros"},
+           optimizer={"kind": "sgd", "lr": 1.0})
+    body = npz_bytes(ids=np.array([1]), grads=np.array([[1.0, 2.0]]))
+    headers = {**NPZ, "Idempotency-Key": f"push-{table_name}"}
+    first = api.post(f"/v1/tables/{table_name}/gradients", content=body, headers=headers)
+    second = api.post(f"/v1/tables/{table_name}/gradients", content=body, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json() == {"rows": 1, "pending_rows": 1, "step": 0,
+                                             "rows_updated": 0}
+    assert second.headers["idempotent-replayed"] == "true"
+    applied = api.post(f"/v1/tables/{table_name}/apply", headers={"Idempotency-Key": "a"})
+    assert applied.json() == {"step": 1, "rows_updated": 1}
+    weights = api.get(f"/v1/tables/{table_name}").json()
+    assert weights["step"] == 1 and weights["pending_rows"] == 0
+
+
+def test_settings_reach_the_middleware(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(idempotency_max_keys=7, idempotency_ttl_seconds=3.5)
+    stack = app.build_middleware_stack()
+    while not isinstance(stack, Idempotency):
+        stack = stack.app  # type: ignore[attr-defined]
+    assert (stack.store.max_keys, stack.store.ttl_seconds) == (7, 3.5)
