@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from service.client import EmbeddingClient
 
 
-def _on_the_wire(ids: np.ndarray) -> np.ndarray:
-    """A scalar id travels as shape (1,): the client's .npy encoder makes 0-d arrays 1-d."""
-    return ids.reshape(1) if ids.ndim == 0 else ids
-
-
 class RemoteEmbedding:
     """Embedding layer whose weight matrix is the service table `table`.
 
@@ -66,18 +61,15 @@ class RemoteEmbedding:
     def forward(self, idx: Any) -> np.ndarray:
         ids = np.asarray(idx)
         # a scalar id travels as shape (1,) (the client's .npy encoder makes 0-d arrays 1-d)
-        vectors, step = self.client.lookup_with_step(self.table, _on_the_wire(ids))
+        vectors, step = self.client.lookup_with_step(self.table, ids)
         self.idx, self.step = ids, step
-        return vectors.reshape(*ids.shape, vectors.shape[-1])
+        return vectors
 
     def backward(self, dout: np.ndarray) -> None:
         if self.idx is None:
             raise RuntimeError(f"backward() on table {self.table!r} needs a forward() first")
-        ids = _on_the_wire(self.idx)
-        dout = np.asarray(dout)
-        grads = dout.reshape(*ids.shape, dout.shape[-1])
         self.client.push_gradients(
-            self.table, ids, grads, apply=self.apply,
+            self.table, self.idx, np.asarray(dout), apply=self.apply,
             step=self.step if self.send_step else None,
         )
 
