@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -51,8 +52,16 @@ def status_of(error: EmbeddingServiceError) -> int:
     return 400
 
 
-def error_reply(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+def error_code(error: EmbeddingServiceError) -> str:
+    """The error's class name in snake_case (TableNotFound -> table_not_found), sent as the
+    X-Error-Code header so clients can tell apart errors sharing a status (409: table_exists or
+    stale_gradient) without parsing the detail sentence."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+def error_reply(status: int, detail: str, code: str | None = None) -> JSONResponse:
+    headers = {"X-Error-Code": code} if code else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def describe_validation_error(errors: Sequence[Any]) -> str:
@@ -86,11 +95,11 @@ def validate_model(model: type[Model], data: Any) -> Model:
 def install_error_handlers(app: FastAPI) -> None:
     async def service_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, EmbeddingServiceError)
-        return error_reply(status_of(error), error.detail)
+        return error_reply(status_of(error), error.detail, error_code(error))
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        return error_reply(422, describe_validation_error(error.errors()))
+        return error_reply(422, describe_validation_error(error.errors()), "invalid_request")
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)

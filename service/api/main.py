@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.auth import BearerAuth, document_bearer_auth
 from service.api.errors import install_error_handlers
+from service.api.idempotency import Idempotency
 from service.api.limits import BodySizeLimit
 from service.api.metrics import AppMetrics
 from service.api.metrics import router as metrics_router
@@ -50,6 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = TableRegistry(
         memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
+    )
+    # Added first, so it runs innermost (after the body limit and any auth): only requests
+    # that reach the routes are remembered.
+    app.add_middleware(
+        Idempotency,
+        max_keys=settings.idempotency_max_keys,
+        ttl_seconds=settings.idempotency_ttl_seconds,
     )
     app.state.metrics = AppMetrics(app.state.registry)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         None, description="Bearer token every request but /healthz, /metrics and the API docs "
         "must carry (Authorization: Bearer <token>); unset means no authentication."
     )
+    idempotency_max_keys: int = Field(
+        100_000,
+        ge=0,
+        description="Most Idempotency-Key replies remembered at once (oldest forgotten first); "
+        "0 turns idempotency keys off.",
+    )
+    idempotency_ttl_seconds: float = Field(
+        600.0, gt=0, description="How long the reply to an Idempotency-Key is remembered."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
