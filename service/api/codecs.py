@@ -99,11 +99,16 @@ def parse_npy(body: bytes | memoryview, field: str = "body") -> np.ndarray:
             shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, OSError, SyntaxError, TypeError) as error:
+    except Exception as error:  # numpy reads the header with ast and tokenize: any of their
+        # errors (SyntaxError, tokenize.TokenError, ValueError...) means a bad header
         raise InvalidRequest(f"{field} is not a valid .npy array: {error}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise InvalidRequest(f"{field} has dtype {dtype}: object, pickled or structured arrays "
                              "are refused")
+    if dtype.itemsize == 0:
+        raise InvalidRequest(f"{field} has dtype {dtype}, whose items have no size")
+    if any(type(size) is not int or size < 0 for size in shape):
+        raise InvalidRequest(f"{field} has shape {list(shape)}: sizes must be integers >= 0")
     offset = stream.tell()
     count = math.prod(shape)  # Python ints: a header's (2**32, 2**32) must not wrap to 0
     expected = offset + count * dtype.itemsize
@@ -112,12 +117,12 @@ def parse_npy(body: bytes | memoryview, field: str = "body") -> np.ndarray:
             f"{field} is a truncated or padded .npy: header says {list(shape)} {dtype} "
             f"({expected} bytes), body has {len(body)} bytes"
         )
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
     try:
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
         if fortran_order:
             return array.reshape(shape[::-1]).T
         return array.reshape(shape)
-    except ValueError as error:  # an empty array of absurd shape, e.g. (2**31, 2**33, 0)
+    except (ValueError, TypeError) as error:  # e.g. no array has shape (2**31, 2**33, 0)
         raise InvalidRequest(f"{field} has shape {list(shape)}: {error}") from None
 
 

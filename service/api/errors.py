@@ -103,12 +103,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        detail = str(error.detail)
         if error.status_code == 400 and error.__cause__ is not None:
-            # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows)
-            detail = f"body could not be parsed as JSON: {error.__cause__}"
+            # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows):
+            # 422 and the reason, as for any other unreadable JSON body
+            return error_reply(422, f"body could not be parsed as JSON: {error.__cause__}")
         return JSONResponse(
-            {"detail": detail}, status_code=error.status_code, headers=error.headers
+            {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
         )
 
     app.add_exception_handler(EmbeddingServiceError, service_error)
