@@ -3,14 +3,18 @@
 #   docker build -t embedding-service .
 #   docker run -p 127.0.0.1:8000:8000 -v embedding-data:/data embedding-service
 #
-# Two stages. "build" installs the dependencies into a virtual environment at /opt/venv and
-# the project (base dependencies only, no torch) into /opt/app, which a .pth file puts on the
-# venv's path; the runtime stage copies those two directories and nothing else (no sources,
-# no pip, no setuptools). Kept apart, the big dependency layer is reused as long as
-# pyproject.toml does not change: a code change rebuilds and ships a layer of a few hundred KB.
+# Stages: "build" installs the dependencies into a virtual environment at /opt/venv and the
+# project (base dependencies only, no torch) into /opt/app, which a .pth file puts on the venv's
+# path; "runtime" copies those two directories and nothing else (no sources, no pip, no
+# setuptools). The last stage is the service; "trainer" is the word2vec example beside it.
+# Kept apart, the big dependency layer is reused as long as pyproject.toml does not change: a
+# code change rebuilds and ships a layer of a few hundred KB.
 # Settings are EMBED_* environment variables (README, "Configuration"). Where the container's
 # default differs from the service's it is set below: data in /data, and a snapshot of the changed
 # tables every 60 s besides the one on shutdown (a killed container loses at most a minute).
+
+# The unprivileged user the containers run as (numeric, the same in every stage).
+ARG UID=10001
 
 FROM python:3.11-slim AS build
 
@@ -36,24 +40,37 @@ RUN pip --python /opt/venv/bin/python install --no-deps --target /opt/app . \
     && rm -rf build
 
 
-FROM python:3.11-slim
-
-# One unprivileged user owns the data directory; the volume declared on it starts out
-# owned by that user too.
-ARG UID=10001
+# What the service and the trainer share: the installed project and an unprivileged user.
+FROM python:3.11-slim AS runtime
+ARG UID
 RUN groupadd --system --gid "$UID" embed \
-    && useradd --uid "$UID" --gid embed --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin embed \
-    && mkdir /data && chown embed:embed /data
-
+    && useradd --uid "$UID" --gid embed --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin embed
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/app /opt/app
-
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    EMBED_DATA_DIR=/data \
-    EMBED_SNAPSHOT_INTERVAL_SECONDS=60
+    PYTHONUNBUFFERED=1
 
+
+# The word2vec example as a client of the service (docker-compose --profile trainer;
+# `docker build --target trainer`). It reaches the service at $EMBED_URL.
+FROM runtime AS trainer
+ARG UID
+COPY examples /opt/app/examples
+USER $UID:$UID
+WORKDIR /tmp
+CMD ["python", "-m", "examples.word2vec", "--no-plot"]
+
+
+# The service: the last stage, so the one `docker build .` makes.
+FROM runtime
+ARG UID
+# The data directory belongs to the service's user; the volume declared on it starts out
+# owned by that user too.
+RUN mkdir /data && chown "$UID:$UID" /data
+ENV EMBED_DATA_DIR=/data \
+    EMBED_SNAPSHOT_INTERVAL_SECONDS=60
 # Numeric, so that orchestrators that insist on a non-root user can check it.
 USER $UID:$UID
 WORKDIR /data

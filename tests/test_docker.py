@@ -12,6 +12,7 @@ loudly; under CI (CI=true) they fail instead, because there the engine must be h
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -67,6 +68,7 @@ class ComposeStack:
         suffix = uuid.uuid4().hex[:10]
         self.project = f"embedtest{suffix}"
         self.image = f"embedding-service:test-{suffix}"
+        self.trainer_image = f"embedding-service-trainer:test-{suffix}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.compose = compose_command() or ["docker-compose"]
@@ -74,6 +76,7 @@ class ComposeStack:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBED_", "COMPOSE_"))}
         self.env |= {
             "EMBED_IMAGE": self.image,
+            "EMBED_TRAINER_IMAGE": self.trainer_image,
             "EMBED_HOST_ADDRESS": "127.0.0.1",
             "EMBED_HOST_PORT": str(self.port),
             # No periodic snapshots: what comes back after the restart is the shutdown snapshot.
@@ -82,7 +85,8 @@ class ComposeStack:
 
     def run(self, *args: str, timeout: float = 180) -> str:
         """One compose command; its output, or an error carrying that output."""
-        command = [*self.compose, "-f", str(COMPOSE_FILE), "-p", self.project, *args]
+        command = [*self.compose, "-f", str(COMPOSE_FILE), "-p", self.project,
+                   "--profile", "trainer", *args]
         done = subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -95,6 +99,10 @@ class ComposeStack:
 
     def container(self) -> str:
         return self.run("ps", "-q", SERVICE).strip()
+
+    def up(self) -> None:
+        """The service alone (the trainer, under its profile, starts only when run)."""
+        self.run("up", "-d", SERVICE)
 
     def inspect(self, template: str) -> str:
         return docker("inspect", "-f", template, self.container())
@@ -124,7 +132,8 @@ class ComposeStack:
             self.run("down", "--volumes", "--remove-orphans", "--timeout", "60", timeout=300)
         finally:
             # The tag only: its layers stay as the build cache of the next run.
-            subprocess.run(["docker", "rmi", "--no-prune", self.image], capture_output=True)
+            subprocess.run(["docker", "rmi", "--no-prune", self.image, self.trainer_image],
+                           capture_output=True)
 
 
 def docker(*args: str) -> str:
@@ -132,6 +141,17 @@ def docker(*args: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} exited with {done.returncode}: {done.stderr}")
     return done.stdout.strip()
+
+
+def say_loudly(config: pytest.Config, line: str) -> None:
+    """A line on the terminal now, past pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(line, yellow=True, bold=True)
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +163,14 @@ def stack(request: pytest.FixtureRequest) -> ComposeStack:
             f"DOCKER TESTS NOT RUN: {reason}. Start an engine (../shared/docker/ensure-engine.sh "
             "and ../shared/docker/base-image.sh) to run them."
         )
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"WARNING: {message}", yellow=True, bold=True)
+        say_loudly(request.config, f"WARNING: {message}")
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     compose_stack = ComposeStack()
     request.addfinalizer(compose_stack.tear_down)  # before anything can fail
     compose_stack.run("build", timeout=BUILD_SECONDS)
-    compose_stack.run("up", "-d")
+    compose_stack.up()
     compose_stack.wait_healthy()
     return compose_stack
 
@@ -164,6 +182,15 @@ def test_container_runs_as_an_unprivileged_user_owning_the_volume(stack: Compose
     assert stack.exec("id", "-u") == IMAGE_USER
     assert stack.exec("stat", "-c", "%u:%g", "/data") == f"{IMAGE_USER}:{IMAGE_USER}"
     assert stack.exec("printenv", "EMBED_DATA_DIR") == "/data"
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(BUILD_SECONDS + 300)
+def test_image_sets_the_defaults_the_compose_file_repeats(stack: ComposeStack) -> None:
+    image_env = json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}", stack.image))
+    assert {entry for entry in image_env if entry.startswith("EMBED_")} == {
+        f"{name}={value}" for name, value in IMAGE_DEFAULTS.items()
+    }
 
 
 @pytest.mark.docker
@@ -209,7 +236,7 @@ def test_trained_weights_survive_a_graceful_stop_and_a_new_container(stack: Comp
     # 0, not 137: SIGTERM reached uvicorn (PID 1), which shut down (and snapshotted) in time.
     assert docker("inspect", "-f", "{{.State.ExitCode}}", old_container) == "0", stack.logs()
     stack.run("rm", "--force", SERVICE)
-    stack.run("up", "-d")
+    stack.up()
     assert stack.container() != old_container
     stack.wait_healthy()
 
@@ -218,6 +245,20 @@ def test_trained_weights_survive_a_graceful_stop_and_a_new_container(stack: Comp
         restored = weights_of(http, "words")
         assert restored.dtype == np.float32
         np.testing.assert_array_equal(restored, trained)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(BUILD_SECONDS + 600)
+def test_trainer_profile_trains_word2vec_against_the_service(stack: ComposeStack) -> None:
+    output = stack.run("run", "--rm", "trainer", "python", "-m", "examples.word2vec",
+                       "--no-plot", "--epochs", "2", "--table-prefix", "w2v", timeout=600)
+    summary = re.search(r"held-out loss (?P<before>[\d.]+) -> (?P<after>[\d.]+)", output)
+    assert summary is not None, output
+    assert float(summary["after"]) < float(summary["before"]), output
+    with httpx.Client(base_url=stack.url, timeout=30.0) as http:
+        for name in ("w2v-in", "w2v-out"):
+            table = http.get(f"/v1/tables/{name}").json()
+            assert table["num_embeddings"] == 200 and table["step"] > 0, table
 
 
 def without_nbytes(info: dict[str, Any]) -> dict[str, Any]:
@@ -236,12 +277,6 @@ def test_compose_settings_are_settings_of_the_service() -> None:
     names = set(compose_environment())
     assert names <= fields, f"not settings of the service: {sorted(names - fields)}"
     assert {"EMBED_TOKEN", "EMBED_MAX_BODY_BYTES"} <= names
-
-
-def test_image_sets_its_own_defaults() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    for name, value in IMAGE_DEFAULTS.items():
-        assert re.search(rf"^\s+{name}={re.escape(value)}\b", dockerfile, re.MULTILINE), name
 
 
 def test_compose_defaults_are_the_images_own(monkeypatch: pytest.MonkeyPatch) -> None:
