@@ -6,13 +6,16 @@ EmbeddingClient vs a raw http.client request of the same bytes, on the same live
 
 Both sides send the same .npy body of 4096 int64 ids (a table of dim 64, float32) over one
 kept-alive connection, one request at a time; the raw side reads the reply bytes and stops
-there, the client also decodes them into an array. Rounds alternate so both see the same
-machine load; the best round of each is compared (the least disturbed by other processes).
+there, the clients also decode them into an array. The async client (one request at a time on
+its event loop) and plain httpx.Client (httpx's default transport) are shown for comparison.
+Requests alternate between the sides one by one, so all see the same machine load; each side's
+rate is its request count over its summed time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import os
 import socket
@@ -25,12 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.client import EmbeddingClient  # noqa: E402
+from service.client import AsyncEmbeddingClient, EmbeddingClient  # noqa: E402
+from service.client import _codecs as codecs  # noqa: E402
 from service.client._codecs import NPY, encode_npy  # noqa: E402
 
 
@@ -65,20 +70,12 @@ def uvicorn_server() -> Iterator[str]:
         process.wait(30)
 
 
-def requests_per_second(send: Callable[[], object], count: int) -> float:
-    start = time.perf_counter()
-    for _ in range(count):
-        send()
-    return count / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="an already running service (default: start one)")
     parser.add_argument("--ids", type=int, default=4096)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=300, help="per round and side")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=1000, help="per side")
     args = parser.parse_args()
 
     with (uvicorn_server() if args.url is None else _given(args.url)) as url:
@@ -97,31 +94,58 @@ def main() -> None:
             assert reply.status == 200, data
             return data
 
+        loop = asyncio.new_event_loop()
+        async_client = AsyncEmbeddingClient(url)
+
+        async def async_lookup() -> float:
+            start = time.perf_counter()
+            await async_client.lookup(table, ids)
+            return time.perf_counter() - start
+
+        plain = httpx.Client(base_url=url)
         with EmbeddingClient(url) as client:
             client.create_table(table, 100_000, args.dim)
             expected = client.lookup(table, ids)
-            assert np.array_equal(np.frombuffer(raw_lookup()[-expected.nbytes:],
-                                                dtype=np.float32).reshape(expected.shape), expected)
-            for _ in range(50):  # warm both paths
-                raw_lookup()
-                client.lookup(table, ids)
-            raw_rates, client_rates = [], []
-            for _ in range(args.rounds):
-                raw_rates.append(requests_per_second(raw_lookup, args.requests))
-                client_rates.append(requests_per_second(
-                    lambda: client.lookup(table, ids), args.requests))
+            raw_rows = np.frombuffer(raw_lookup()[-expected.nbytes:], dtype=np.float32)
+            assert np.array_equal(raw_rows.reshape(expected.shape), expected)
+            assert np.array_equal(loop.run_until_complete(async_client.lookup(table, ids)),
+                                  expected)
+            def timed(send: Callable[[], object]) -> Callable[[], float]:
+                def run() -> float:
+                    start = time.perf_counter()
+                    send()
+                    return time.perf_counter() - start
+                return run
+
+            sides = {"raw": timed(raw_lookup), "sync": timed(lambda: client.lookup(table, ids)),
+                     "async": lambda: loop.run_until_complete(async_lookup()),
+                     "httpx": timed(lambda: codecs.decode_npy(
+                         plain.post(path, content=body, headers=headers).content))}
+            order = list(sides)
+            seconds: dict[str, list[float]] = {side: [] for side in sides}
+            for number in range(args.requests + 50):  # the first 50 warm up, uncounted
+                for side in order[number % 4:] + order[: number % 4]:  # no side always first
+                    elapsed = sides[side]()
+                    if number >= 50:
+                        seconds[side].append(elapsed)
             client.delete_table(table)
+        plain.close()
+        loop.run_until_complete(async_client.close())
+        loop.close()
         raw.close()
 
-    raw_best, client_best = max(raw_rates), max(client_rates)
+    rate = {side: len(times) / sum(times) for side, times in seconds.items()}
+    median = {side: float(np.median(times)) * 1e3 for side, times in seconds.items()}
     print(f"lookup of {args.ids} ids, dim {args.dim}, float32 "
-          f"({args.ids * args.dim * 4 / 2**20:.2f} MiB reply), {args.rounds} rounds of "
-          f"{args.requests} requests")
-    print(f"raw http.client     : {raw_best:8.0f} req/s  (rounds: "
-          f"{', '.join(f'{r:.0f}' for r in raw_rates)})")
-    print(f"EmbeddingClient     : {client_best:8.0f} req/s  (rounds: "
-          f"{', '.join(f'{r:.0f}' for r in client_rates)})")
-    print(f"client / raw        : {client_best / raw_best:8.1%}")
+          f"({args.ids * args.dim * 4 / 2**20:.2f} MiB reply), {args.requests} requests a side, "
+          "interleaved")
+    for side, label in (("raw", "raw http.client     "), ("sync", "EmbeddingClient     "),
+                        ("async", "AsyncEmbeddingClient"), ("httpx", "plain httpx.Client  ")):
+        print(f"{label}: {rate[side]:7.0f} req/s   median {median[side]:.2f} ms")
+    print(f"EmbeddingClient / raw      : {rate['sync'] / rate['raw']:7.1%}")
+    print(f"AsyncEmbeddingClient / raw : {rate['async'] / rate['raw']:7.1%}")
+    print(f"plain httpx.Client / raw   : {rate['httpx'] / rate['raw']:7.1%}  (httpx's own "
+          "transport, h11: what the client would get untuned)")
 
 
 @contextmanager
