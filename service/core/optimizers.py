@@ -27,6 +27,11 @@ import numpy as np
 from service.core.errors import InvalidRequest
 
 
+def gather(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """array[rows], a new (k, dim) array: np.take is about twice as fast as fancy indexing."""
+    return np.take(array, rows, axis=0)
+
+
 class Optimizer(ABC):
     """A rule for updating rows of a table from their summed gradient."""
 
@@ -101,7 +106,9 @@ class SGD(Optimizer):
         lr: float,
         step: int,
     ) -> None:
-        weights[rows] -= lr * grads
+        new_weights = gather(weights, rows)
+        new_weights -= lr * grads
+        weights[rows] = new_weights
 
 
 @dataclass
@@ -124,9 +131,13 @@ class Momentum(Optimizer):
         lr: float,
         step: int,
     ) -> None:
-        velocity = self.momentum * state["velocity"][rows] - lr * grads  # (k, dim)
+        velocity = gather(state["velocity"], rows)  # (k, dim)
+        velocity *= self.momentum
+        velocity -= lr * grads
         state["velocity"][rows] = velocity
-        weights[rows] += velocity
+        new_weights = gather(weights, rows)
+        new_weights += velocity
+        weights[rows] = new_weights
 
 
 @dataclass
@@ -158,9 +169,16 @@ class Adagrad(Optimizer):
         lr: float,
         step: int,
     ) -> None:
-        sum_squares = state["sum_squares"][rows] + grads * grads  # (k, dim)
+        sum_squares = gather(state["sum_squares"], rows)  # (k, dim)
+        sum_squares += grads * grads
         state["sum_squares"][rows] = sum_squares
-        weights[rows] -= lr * (grads / (np.sqrt(sum_squares) + self.eps))
+        scaled = np.sqrt(sum_squares)
+        scaled += self.eps
+        np.divide(grads, scaled, out=scaled)
+        scaled *= lr
+        new_weights = gather(weights, rows)
+        new_weights -= scaled
+        weights[rows] = new_weights
 
 
 @dataclass
@@ -190,16 +208,22 @@ class Adam(Optimizer):
         lr: float,
         step: int,
     ) -> None:
-        exp_avg = state["exp_avg"][rows]  # (k, dim)
+        exp_avg = gather(state["exp_avg"], rows)  # (k, dim)
         exp_avg += (grads - exp_avg) * (1 - self.beta1)
-        exp_avg_sq = state["exp_avg_sq"][rows]
+        exp_avg_sq = gather(state["exp_avg_sq"], rows)
         exp_avg_sq += (grads * grads - exp_avg_sq) * (1 - self.beta2)
         state["exp_avg"][rows] = exp_avg
         state["exp_avg_sq"][rows] = exp_avg_sq
         bias_correction1 = 1 - self.beta1**step
         bias_correction2 = 1 - self.beta2**step
         step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-        weights[rows] -= step_size * (exp_avg / (np.sqrt(exp_avg_sq) + self.eps))
+        scaled = np.sqrt(exp_avg_sq)
+        scaled += self.eps
+        np.divide(exp_avg, scaled, out=scaled)
+        scaled *= step_size
+        new_weights = gather(weights, rows)
+        new_weights -= scaled
+        weights[rows] = new_weights
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
