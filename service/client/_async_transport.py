@@ -206,7 +206,7 @@ async def read_body(
     if method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200:
         return b"", keep_alive
     if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int((await reader.receive_until(b"\r\n", 1024)).split(b";")[0], 16)
             if size == 0:

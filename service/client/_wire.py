@@ -52,7 +52,7 @@ class RetryPolicy:
     max_backoff: float = 5.0
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+        ceiling = min(self.max_backoff, self.backoff * 2.0**attempt)
         wait = ceiling / 2 + random.uniform(0, ceiling / 2)
         if retry_after:
             with contextlib.suppress(ValueError):  # an HTTP date: keep our own backoff
@@ -125,7 +125,7 @@ def failure(response: httpx.Response) -> EmbeddingClientError:
 
 
 def _replayed(response: httpx.Response) -> bool:
-    return response.headers.get("idempotent-replayed") == "true"
+    return bool(response.headers.get("idempotent-replayed") == "true")
 
 
 def _json(response: httpx.Response) -> Any:
@@ -196,9 +196,9 @@ class Requests:
         for field, value in (("init", init), ("optimizer", optimizer)):
             if value is not None:
                 spec[field] = {"kind": value} if isinstance(value, str) else dict(value)
-        for field, value in (("seed", seed), ("max_staleness", max_staleness)):
-            if value is not None:
-                spec[field] = value
+        for field, number in (("seed", seed), ("max_staleness", max_staleness)):
+            if number is not None:
+                spec[field] = number
         return Call("POST", "/v1/tables", _table_info, codecs.encode_json(spec),
                     {**self.json_headers, **_once()})
 
