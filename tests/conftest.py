@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +38,10 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
+        self.own_data_dir: Path | None = None
+        if "EMBED_DATA_DIR" not in (env or {}):  # snapshots never land in the repo's ./data
+            self.own_data_dir = Path(tempfile.mkdtemp(prefix="embed-data-"))
+            self.env["EMBED_DATA_DIR"] = str(self.own_data_dir)
         self.cwd = cwd or ROOT
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="uvicorn-", suffix=".log")[1])
@@ -63,25 +68,40 @@ class LiveServer:
         raise RuntimeError(f"uvicorn did not answer on {self.url} within {timeout} s")
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+            if self.process is None or self.process.poll() is not None:
+                return None if self.process is None else self.process.returncode
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        finally:
+            if self.own_data_dir is not None:
+                shutil.rmtree(self.own_data_dir, ignore_errors=True)
 
     def output(self) -> str:
         """What the process has printed so far."""
         return self.log_path.read_text(errors="replace")
 
 
+@pytest.fixture(autouse=True)
+def _data_dir_outside_the_repo(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apps built from Settings() directly restore from and snapshot into a fresh temporary
+    directory, never the repo's ./data (which would carry tables from one run to the next)."""
+    monkeypatch.setenv("EMBED_DATA_DIR", str(tmp_path_factory.mktemp("env-data")))
+
+
 @pytest.fixture
-def make_app() -> Callable[..., FastAPI]:
-    """Factory: a fresh app with settings overridden by keyword, e.g. make_app(max_tables=2)."""
+def make_app(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., FastAPI]:
+    """Factory: a fresh app with settings overridden by keyword, e.g. make_app(max_tables=2).
+    Each app gets its own empty data_dir unless one is given (make_app(data_dir=tmp_path))."""
 
     def build(**overrides: Any) -> FastAPI:
+        overrides.setdefault("data_dir", tmp_path_factory.mktemp("data"))
         return create_app(Settings(**overrides))
 
     return build

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from service.api.settings import Settings
 from service.core.registry import TableRegistry
+from service.core.snapshot_store import SnapshotStore
 
 
 def get_registry(request: Request) -> TableRegistry:
@@ -18,5 +19,10 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_snapshots(request: Request) -> SnapshotStore:
+    return request.app.state.snapshots
+
+
 TablesDep = Annotated[TableRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SnapshotsDep = Annotated[SnapshotStore, Depends(get_snapshots)]

@@ -17,6 +17,7 @@ from service.core.errors import (
     EmbeddingServiceError,
     InvalidRequest,
     StaleGradient,
+    StorageError,
     TableExists,
     TableNotFound,
 )
@@ -27,6 +28,7 @@ STATUS_OF: dict[type[EmbeddingServiceError], int] = {
     StaleGradient: 409,
     InvalidRequest: 422,
     BudgetExceeded: 413,
+    StorageError: 503,  # the data directory refused a snapshot: the disk, not the request
 }
 
 

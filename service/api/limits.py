@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,20 +16,44 @@ class BodyTooLarge(HTTPException):
     """Raised by receive() once a body (chunked or not) passes the limit. An HTTPException, so
     FastAPI's own body parsing (which turns other errors into 400) passes it on as the 413."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"body exceeds max_body_bytes={limit}", {"connection": "close"})
+    def __init__(self, limit: int, setting: str = "max_body_bytes") -> None:
+        super().__init__(413, f"body exceeds {setting}={limit}", {"connection": "close"})
+
+
+@dataclass(frozen=True)
+class RouteLimit:
+    """Another limit for one method and path (regex, matched whole): e.g. weight imports."""
+
+    method: str
+    path: str
+    setting: str  # named in the 413's detail
+    limit: int
+    pattern: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", re.compile(self.path))
+
+    def matches(self, scope: Scope) -> bool:
+        return scope["method"] == self.method and self.pattern.fullmatch(scope["path"]) is not None
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, route_limits: Sequence[RouteLimit] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.route_limits = tuple(route_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit, setting = self.max_body_bytes, "max_body_bytes"
+        for route in self.route_limits:
+            if route.matches(scope):
+                limit, setting = route.limit, route.setting
+                break
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -33,7 +61,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    await self._refuse(send, f"Content-Length {declared} exceeds max_body_bytes={limit}")
+                    await self._refuse(send, f"Content-Length {declared} exceeds {setting}={limit}")
                     return
                 break
         received = 0
@@ -45,7 +73,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise BodyTooLarge(limit, setting)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -58,7 +86,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, f"body exceeds max_body_bytes={limit}")
+                await self._refuse(send, f"body exceeds {setting}={limit}")
 
     @staticmethod
     async def _refuse(send: Send, detail: str) -> None:

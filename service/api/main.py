@@ -13,15 +13,17 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.auth import BearerAuth, document_bearer_auth
+from service.api.durability import durable_tables
 from service.api.errors import install_error_handlers
 from service.api.idempotency import Idempotency
-from service.api.limits import BodySizeLimit
+from service.api.limits import BodySizeLimit, RouteLimit
 from service.api.metrics import AppMetrics
 from service.api.metrics import router as metrics_router
 from service.api.observe import RequestObserver, configure_logging
-from service.api.routes import health, operations, tables
+from service.api.routes import health, operations, snapshots, tables
 from service.api.settings import Settings, get_settings
 from service.core.registry import TableRegistry
+from service.core.snapshot_store import SnapshotStore
 
 log = logging.getLogger("service")
 
@@ -32,15 +34,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info(
-            "embedding service ready: memory budget %d bytes, max %d tables",
-            settings.memory_budget_bytes,
-            settings.max_tables,
-        )
-        if settings.token is None:
-            log.warning("no EMBED_TOKEN set: the service is unauthenticated; anyone who can "
-                        "reach its port can read and change every table")
-        yield
+        async with durable_tables(app):  # restore from data_dir first; snapshot on the way out
+            log.info(
+                "embedding service ready: memory budget %d bytes, max %d tables",
+                settings.memory_budget_bytes,
+                settings.max_tables,
+            )
+            if settings.token is None:
+                log.warning("no EMBED_TOKEN set: the service is unauthenticated; anyone who can "
+                            "reach its port can read and change every table")
+            yield
 
     app = FastAPI(
         title="Embedding parameter service",
@@ -60,7 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ttl_seconds=settings.idempotency_ttl_seconds,
     )
     app.state.metrics = AppMetrics(app.state.registry)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.state.snapshots = SnapshotStore(
+        settings.data_dir, max_bytes_per_second=settings.snapshot_max_bytes_per_second
+    )
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=settings.max_body_bytes,
+        route_limits=[RouteLimit("PUT", r"/v1/tables/[^/]+/weights", "max_weights_body_bytes",
+                                 settings.max_weights_body_bytes or settings.memory_budget_bytes)],
+    )
     if settings.token is not None:  # outside the body limit: a stranger's body is never read
         app.add_middleware(BearerAuth, token=settings.token.get_secret_value())
         describe = app.openapi
@@ -70,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(metrics_router)
     install_error_handlers(app)
-    for module in (health, tables, operations):
+    for module in (health, tables, operations, snapshots):
         app.include_router(module.router)
     return app
 

@@ -116,3 +116,22 @@ class Health(BaseModel):
 
 class ErrorReply(BaseModel):
     detail: str
+
+
+class SnapshotTable(BaseModel):
+    name: str
+    step: int = Field(description="The table's step as written.")
+    bytes: int
+    seconds: float
+
+
+class SnapshotReply(BaseModel):
+    tables: list[SnapshotTable] = Field(description="Tables written by this snapshot.")
+    unchanged: list[str] = Field(description="Tables whose last snapshot is still current.")
+    bytes: int
+    seconds: float
+
+
+class WeightsJson(BaseModel):
+    shape: list[int]
+    vectors: list[list[float]]

@@ -32,6 +32,29 @@ class Settings(BaseSettings):
         32, gt=0, description="Deepest nesting of JSON arrays accepted in ids and grads."
     )
     data_dir: Path = Field(Path("data"), description="Where snapshots are written and read.")
+    snapshot_interval_seconds: float = Field(
+        0.0, ge=0, description="Seconds between periodic snapshots of the tables that changed; "
+        "0 turns periodic snapshots off."
+    )
+    snapshot_on_shutdown: bool = Field(
+        True, description="Snapshot every changed table on graceful shutdown (SIGTERM, SIGINT)."
+    )
+    skip_damaged_snapshots: bool = Field(
+        False, description="Start even if a snapshot in data_dir is damaged: log it, move it to "
+        "data_dir/damaged and start without that table (default: refuse to start)."
+    )
+    snapshot_max_bytes_per_second: int = Field(
+        0, ge=0, description="Throttle for snapshot writes, to leave disk bandwidth to others; "
+        "0 writes as fast as the disk allows."
+    )
+    max_weights_body_bytes: int = Field(
+        0, ge=0, description="Largest PUT /v1/tables/{name}/weights body (one .npy of the whole "
+        "table); 0 means memory_budget_bytes. Other bodies keep max_body_bytes."
+    )
+    max_json_weights_bytes: int = Field(
+        8 * 2**20, ge=0, description="Largest table (weights bytes) GET .../weights answers in "
+        "JSON; larger tables are served as .npy only."
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Log level of the service's loggers (one JSON access line a request "
         "at info): debug, info, warning, error, critical."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import TablesDep
+from service.api.deps import SnapshotsDep, TablesDep
 from service.api.schemas import CreateTable, ErrorReply, TableInfo, TableList
 from service.core.initializers import InitSpec
 
@@ -46,6 +46,8 @@ async def get_table(name: str, tables: TablesDep) -> TableInfo:
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
-async def delete_table(name: str, tables: TablesDep) -> Response:
+async def delete_table(name: str, tables: TablesDep, snapshots: SnapshotsDep) -> Response:
+    """Delete the table and its snapshot (it does not come back after a restart)."""
     tables.delete(name)
+    await run_in_threadpool(snapshots.forget, name)
     return Response(status_code=204)
