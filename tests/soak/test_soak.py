@@ -132,6 +132,14 @@ def test_soak() -> None:
         with httpx.Client(base_url=server.url, timeout=60.0) as client:
             for name, spec in TABLES.items():
                 assert client.post("/v1/tables", json={"name": name, **spec}).status_code == 201
+                # every row pending once: the pending-gradient buffers reach their full size
+                # now, not at some random moment of the run (they never shrink below it)
+                rows, dim = spec["num_embeddings"], spec["embedding_dim"]
+                every_row = codecs.to_npz(ids=np.arange(rows),
+                                          grads=np.zeros((rows, dim), dtype=np.float32))
+                client.post(f"/v1/tables/{name}/gradients", content=every_row,
+                            headers={"Content-Type": codecs.NPZ}).raise_for_status()
+                client.post(f"/v1/tables/{name}/apply").raise_for_status()
         tally = Tally()
         started = time.monotonic()
         deadline = started + SECONDS
