@@ -40,7 +40,8 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         description = (field.description or "").replace("|", "\\|")
         description = description.replace("<", "&lt;").replace(">", "&gt;")
-        rows.append(f"| `{prefix}{name.upper()}` | `{shown_default(name, field)}` | {description} |")
+        default = shown_default(name, field)
+        rows.append(f"| `{prefix}{name.upper()}` | `{default}` | {description} |")
     return "\n".join(rows)
 
 

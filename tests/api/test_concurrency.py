@@ -68,7 +68,8 @@ def worker(url: str, name: str, seed: int, pushed: list[int], failures: list[str
                     looked = codecs.parse_npy(reply.content)
                     check_consistent(looked[np.argsort(order)])
                 if i % 4 == 3:
-                    reply = client.post(f"/v1/tables/{name}/lookup", json={"ids": list(range(ROWS))})
+                    reply = client.post(f"/v1/tables/{name}/lookup",
+                                        json={"ids": list(range(ROWS))})
                     check_consistent(np.array(reply.json()["vectors"]))
     except BaseException as error:  # noqa: BLE001 - reported by the main thread
         failures.append(f"thread {seed}: {error!r}")

@@ -30,21 +30,19 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from service.api import codecs
 from service.api.main import create_app
 from service.api.settings import Settings
-
-from schemathesis.checks import not_a_server_error  # isort: skip
 
 TOKEN = "fuzz-token"
 EXAMPLES = int(os.environ.get("EMBED_FUZZ_EXAMPLES", "40"))

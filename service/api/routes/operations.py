@@ -16,10 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from service.api import codecs
 from service.api.codecs import JSON, NPY, NPZ
 from service.api.deps import SettingsDep, TablesDep
-from service.api.errors import PayloadTooLarge
+from service.api.errors import PayloadTooLarge, validate_model
 from service.api.metrics import note_request
 from service.api.negotiation import reply_format, request_format
-from service.api.errors import validate_model
 from service.api.schemas import (
     ApplyReply,
     ApplyRequest,
