@@ -135,7 +135,7 @@ def _stream_npy(
         rows_per_chunk = max(1, chunk_bytes // row_bytes)
         for start in range(0, len(array), rows_per_chunk):
             chunk = np.ascontiguousarray(array[start : start + rows_per_chunk])  # a view if C-order
-            view = memoryview(chunk).cast("B")
+            view = memoryview(chunk).cast("B")  # type: ignore[arg-type]
             while view:
                 view = view[file.write(view) :]
             if after_chunk is not None:

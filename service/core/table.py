@@ -33,7 +33,9 @@ from service.core.initializers import InitSpec, initial_weights
 from service.core.optimizers import Optimizer
 from service.core.scatter import add_rows_at, sum_duplicate_rows
 
-DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)
+}
 
 
 @dataclass(frozen=True)
