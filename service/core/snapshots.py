@@ -22,6 +22,7 @@ one byte a row for the marks plus one bounded batch of rows.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -169,10 +170,14 @@ def _rewrite_rows(
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file's (or a directory's entries') data to the disk."""
+    """Flush a file's (or a directory's entries') data to the disk. Filesystems that cannot
+    fsync a directory (EINVAL: some network and bind mounts) only skip the directory's."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
+    except OSError as error:
+        if error.errno != errno.EINVAL or not path.is_dir():
+            raise
     finally:
         os.close(descriptor)
 
