@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 
 from service.core.errors import SnapshotDamaged
 from tests.api.helpers import NPY, create, load_npy, npy_bytes, npz_bytes, weights_of
+from tests.core.test_snapshot_store import with_hook
 from tests.core.test_snapshots import assert_same_table
 
 MakeApp = Callable[..., FastAPI]
@@ -103,6 +105,37 @@ def test_a_deleted_table_stays_deleted_after_a_restart(make_app: MakeApp, tmp_pa
     with TestClient(make_app(data_dir=tmp_path, snapshot_on_shutdown=False)) as client:
         assert [t["name"] for t in client.get("/v1/tables").json()["tables"]] == ["tags"]
     assert [p.name for p in (tmp_path / "tables").iterdir()] == ["tags"]
+
+
+def test_requests_are_served_while_a_snapshot_is_written(
+    make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot is held in the middle of writing 'words' until lookups, pushes and an
+    apply of 'words' and of another table have been answered."""
+    writing, release = threading.Event(), threading.Event()
+
+    def hold(nbytes: int) -> None:
+        writing.set()
+        assert release.wait(60)
+
+    with_hook(monkeypatch, hold)
+    with TestClient(make_app(data_dir=tmp_path, snapshot_on_shutdown=False)) as client:
+        create(client, "words")
+        create(client, "tags")
+        replies: list[httpx.Response] = []
+        snapshot = threading.Thread(target=lambda: replies.append(client.post("/v1/snapshots")))
+        snapshot.start()
+        assert writing.wait(60)
+        for name in ("words", "tags"):
+            assert client.post(f"/v1/tables/{name}/lookup", json={"ids": [1]}).status_code == 200
+            body = {"ids": [1], "grads": [[1.0] * 4], "apply": True}
+            assert client.post(f"/v1/tables/{name}/gradients", json=body).json()["step"] == 1
+        assert replies == []  # the snapshot is still being written
+        release.set()
+        snapshot.join(60)
+        assert replies[0].status_code == 200
+        written = {t["name"]: t["step"] for t in replies[0].json()["tables"]}
+        assert written == {"words": 1, "tags": 1}  # as of the end of each table's write
 
 
 def truncated_snapshot(make_app: MakeApp, tmp_path: Path) -> Path:
