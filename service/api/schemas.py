@@ -12,7 +12,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused; no coercion ("yes" is not a boolean, 10.5 not an integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NormalInit(Strict):

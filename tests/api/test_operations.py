@@ -105,3 +105,16 @@ def test_apply_lr_override_and_pending_rows_in_info(api: httpx.Client, table_nam
     assert api.post(f"/v1/tables/{table_name}/apply", json={"lr": 2.0}).json()["rows_updated"] == 1
     np.testing.assert_array_equal(weights_of(api, table_name)[2], [-6.0] * 4)
     assert api.get(f"/v1/tables/{table_name}").json()["pending_rows"] == 0
+
+
+def test_empty_push_in_json_pushes_nothing(api: httpx.Client, table_name: str) -> None:
+    create(api, table_name)
+    reply = api.post(f"/v1/tables/{table_name}/gradients", json={"ids": [], "grads": []})
+    assert reply.json() == {"rows": 0, "pending_rows": 0, "step": 0, "rows_updated": 0}
+
+
+def test_apply_average_must_be_a_boolean(api: httpx.Client, table_name: str) -> None:
+    create(api, table_name)
+    reply = api.post(f"/v1/tables/{table_name}/apply", json={"average": "yes"})
+    assert reply.status_code == 422
+    assert reply.json()["detail"].startswith("average:")

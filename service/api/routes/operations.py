@@ -163,6 +163,8 @@ async def push_gradients(
             raise InvalidRequest(f"apply must be true or false, got {apply!r}")
         if step is not None and type(step) is not int:
             raise InvalidRequest(f"step must be an integer, got {step!r}")
+        if ids.size == 0 and grads.size == 0:  # JSON cannot say (0, dim): [] means no rows
+            grads = grads.reshape(*ids.shape, table.embedding_dim)
     _check_count(ids, settings)
     _check_grads_fit(grads, table.dtype)
     note_request(request, table, ids.size)
