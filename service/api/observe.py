@@ -28,6 +28,7 @@ from service.api.metrics import AppMetrics
 
 access_log = logging.getLogger("service.access")
 UNMATCHED = "<unmatched>"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
@@ -81,7 +82,9 @@ class RequestObserver:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = route_template(scope, self.routes)
-        self.metrics.observe_request(scope["method"], route, status, seconds)
+        # the method is the client's string: any other would be a new series (unbounded)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        self.metrics.observe_request(method, route, status, seconds)
         if not access_log.isEnabledFor(logging.INFO):
             return
         line: dict[str, Any] = {

@@ -95,6 +95,16 @@ def test_labels_never_hold_ids_or_raw_paths(client: TestClient) -> None:
                 assert label_value == "words"
 
 
+def test_made_up_methods_share_one_label(client: TestClient) -> None:
+    for index in range(5):
+        client.request(f"BREW{index}", "/v1/tables/words")
+    samples = scrape(client)
+    methods = {dict(labels).get("method") for _, labels in samples} - {None}
+    assert methods == {"POST", "other"}  # the fixture's create, and the made-up ones
+    assert value(samples, "embed_http_requests_total", method="other",
+                 route="/v1/tables/{name}", status="405") == 5
+
+
 def test_deleted_tables_leave_no_series(client: TestClient) -> None:
     client.post("/v1/tables/words/lookup", json={"ids": [1]})
     client.delete("/v1/tables/words")
