@@ -113,17 +113,20 @@ class TableRegistry:
 
 
 def total_memory_bytes() -> int:
-    """Physical memory of this machine (or container limit where one is visible)."""
+    """Physical memory of this machine, or the container's limit where one is set (cgroup v2
+    memory.max or cgroup v1 memory.limit_in_bytes), whichever is smaller."""
     import os
 
-    try:
-        with open("/sys/fs/cgroup/memory.max") as limit:
-            value = limit.read().strip()
-            if value != "max":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                value = limit.read().strip()
+        except OSError:
+            continue
+        if value.isdigit():  # "max" (v2) means no limit; v1 says "no limit" with a huge number
+            return min(int(value), physical)
+    return physical
 
 
 __all__ = ["TableRegistry", "check_table_name", "total_memory_bytes"]
