@@ -64,6 +64,16 @@ class TablePoint:
     pushes_since_apply: int
 
 
+def check_finite_sums(rows: np.ndarray, sums: np.ndarray) -> None:
+    """Finite gradients can still sum to infinity (1e308 + 1e308): refuse those pushes."""
+    finite = np.isfinite(sums).all(axis=1)  # (k,)
+    if not finite.all():
+        raise InvalidRequest(
+            f"grads overflow: the summed gradient of row {int(rows[~finite][0])} is not finite "
+            f"in the table's dtype {sums.dtype}"
+        )
+
+
 class EmbeddingTable:
     """A (num_embeddings, embedding_dim) matrix with an optimizer. Thread-safe."""
 
@@ -203,7 +213,9 @@ class EmbeddingTable:
         flat_ids = ids.reshape(-1)  # (n,)
         flat_grads = grads.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False)
         if apply:  # one step of the summed gradient: the sums are all it needs
-            rows, sums = sum_duplicate_rows(flat_ids, flat_grads)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+                rows, sums = sum_duplicate_rows(flat_ids, flat_grads)
+            check_finite_sums(rows, sums)
         else:  # the additions into the pending sums happen under the lock, in push order
             rows, slot_of_id = np.unique(flat_ids, return_inverse=True)
         with self._lock:
@@ -270,17 +282,23 @@ class EmbeddingTable:
         slots = np.empty(len(rows), dtype=np.int64)  # (k,)
         slots[found] = self._index_slots[position[found]]
         new = ~found
+        # The k rows' new sums are made aside (same additions, same order) so that a push whose
+        # sums overflow is refused with nothing changed.
+        sums = np.zeros((len(rows), self.embedding_dim), dtype=self.dtype)  # (k, dim)
+        sums[found] = self._pending_sums[slots[found]]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+            add_rows_at(sums, row_of_id, grads, distinct=len(rows) == len(grads))
+        check_finite_sums(rows, sums)
         new_count = len(rows) - int(found.sum())
         if new_count:
             self._reserve(count + new_count)
             new_slots = np.arange(count, count + new_count)
             slots[new] = new_slots
             self._pending_rows[new_slots] = rows[new]
-            self._pending_sums[new_slots] = 0
             self._index_rows = np.insert(self._index_rows, position[new], rows[new])
             self._index_slots = np.insert(self._index_slots, position[new], new_slots)
             self._pending_count = count + new_count
-        add_rows_at(self._pending_sums, slots[row_of_id], grads, distinct=len(rows) == len(grads))
+        self._pending_sums[slots] = sums
 
     def _reserve(self, capacity: int) -> None:
         if capacity <= len(self._pending_rows):

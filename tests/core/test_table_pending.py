@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from service.core import EmbeddingTable, InitSpec, make_optimizer
+from service.core import EmbeddingTable, InitSpec, InvalidRequest, make_optimizer
 
 
 def make_table(num_embeddings: int, dim: int, dtype: str = "float32", kind: str = "sgd"
@@ -83,3 +83,22 @@ def test_pending_bytes_follow_distinct_pushed_rows() -> None:
     assert table.pending_rows == 0
     table.push(np.arange(10), np.ones((10, 4), np.float32))  # capacity is reused
     assert table.pending_rows == 10 and table.pending_nbytes < 2 * 100 * (4 * 4 + 8 + 16)
+
+
+@pytest.mark.parametrize("apply", [False, True])
+def test_a_push_whose_sums_overflow_is_refused_and_changes_nothing(apply: bool) -> None:
+    table = EmbeddingTable(
+        "t", 4, 2, make_optimizer({"kind": "sgd", "lr": 1.0}), dtype="float64",
+        init=InitSpec(kind="zeros"),
+    )
+    table.push(np.array([1]), np.array([[1e308, 1.0]]))
+    rows, sums, pushes = table.pending()
+    with pytest.raises(InvalidRequest, match="grads overflow: the summed gradient of row 1"):
+        # within one push (apply or not), and across pushes for the pending path
+        table.push(np.array([2, 1, 1]), np.array([[1.0, 1.0], [1e308, 0.0], [1e308, 0.0]]),
+                   apply=apply)
+    after_rows, after_sums, after_pushes = table.pending()
+    np.testing.assert_array_equal(after_rows, rows)
+    np.testing.assert_array_equal(after_sums, sums)
+    assert (after_pushes, table.step) == (pushes, 0)
+    np.testing.assert_array_equal(table.weights, np.zeros((4, 2)))
