@@ -138,7 +138,8 @@ class NpyReceiver:
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                     else np.lib.format.read_array_header_2_0)
             shape, fortran_order, dtype = read(stream, max_header_size=MAX_HEADER_BYTES)
-        except (ValueError, OSError, SyntaxError, TypeError) as error:
+        except Exception as error:  # numpy parses the header with ast and tokenize: any of
+            # their errors (tokenize.TokenError included) means a malformed header
             raise InvalidRequest(f"body is not a valid .npy array: {error}") from None
         if dtype.hasobject or dtype.fields is not None:
             raise InvalidRequest(f"body has dtype {dtype}: object, pickled or structured arrays "

@@ -272,6 +272,9 @@ def bad_bodies() -> dict[str, tuple[bytes, str]]:
         "nan": (npy_bytes(nan), "body must hold finite weights, got NaN or infinity in row 7"),
         "fortran": (npy_bytes(fortran)[:128] + b"\0" * 160, "Fortran-order"),
         "object": (with_object.getvalue(), "object, pickled or structured arrays are refused"),
+        # a header numpy's tokenizer chokes on (tokenize.TokenError, not a ValueError)
+        "mangled-header": (npy_bytes(good).replace(b"(10, 4), }", b"(0,\xd7, }  "),
+                           "body is not a valid .npy array"),
     }
 
 
