@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ class TableRegistry:
                 name, num_embeddings, embedding_dim, rule, dtype=dtype, init=init, seed=seed,
                 max_staleness=max_staleness,
             )
+            table.memory_check = functools.partial(self._check_growth, name)
             self._tables[name] = table
             return table
 
@@ -91,6 +93,7 @@ class TableRegistry:
             if table.name in self._tables:
                 raise TableExists(table.name)
             self._reserve(table.name, table.nbytes)
+            table.memory_check = functools.partial(self._check_growth, table.name)
             self._tables[table.name] = table
 
     def delete(self, name: str) -> None:
@@ -109,6 +112,18 @@ class TableRegistry:
             raise BudgetExceeded(
                 f"table {name!r} needs {needed} bytes (weights + optimizer state); "
                 f"{used} of the memory budget of {self.memory_budget_bytes} bytes are in use"
+            )
+
+
+    def _check_growth(self, name: str, extra: int) -> None:
+        """Called by a table (under its own lock, so not taking the registry's) before its
+        pending gradient grows by `extra` bytes."""
+        used = sum(table.nbytes for table in list(self._tables.values()))
+        if used + extra > self.memory_budget_bytes:
+            raise BudgetExceeded(
+                f"push to table {name!r} refused: its pending gradient needs {extra} more bytes "
+                f"and {used} of the memory budget of {self.memory_budget_bytes} bytes are in use "
+                "(apply the pending gradient to free it)"
             )
 
 

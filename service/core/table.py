@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from service.core.errors import InvalidRequest, StaleGradient
+from service.core.errors import BudgetExceeded, InvalidRequest, StaleGradient
 from service.core.initializers import InitSpec, initial_weights
 from service.core.optimizers import Optimizer
 from service.core.scatter import add_rows_at, sum_duplicate_rows
@@ -106,6 +106,9 @@ class EmbeddingTable:
         self.changes = 0  # changes since creation (or restore); see _note_change
         self._changed_rows: np.ndarray | None = None  # (num_embeddings,) bool while tracking
         self._lock = threading.Lock()
+        # Set by the registry: raises BudgetExceeded if growing by that many bytes breaks the
+        # memory budget (the pending gradient is memory too).
+        self.memory_check: Callable[[int], None] | None = None
         self._pending_rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
         self._pending_sums = np.empty((0, embedding_dim), dtype=self.dtype)  # (capacity, dim)
         self._pending_count = 0  # slots in use
@@ -301,9 +304,20 @@ class EmbeddingTable:
         self._pending_sums[slots] = sums
 
     def _reserve(self, capacity: int) -> None:
-        if capacity <= len(self._pending_rows):
+        """Room for `capacity` pending rows: doubling where the memory budget allows, else just
+        what is needed; BudgetExceeded, with nothing changed, when not even that fits."""
+        current = len(self._pending_rows)
+        if capacity <= current:
             return
-        capacity = max(capacity, 2 * len(self._pending_rows), 64)
+        row_bytes = self._pending_rows.itemsize + self.embedding_dim * self.dtype.itemsize
+        wanted = max(capacity, 2 * current, 64)
+        if self.memory_check is not None:
+            try:
+                self.memory_check((wanted - current) * row_bytes)
+            except BudgetExceeded:
+                self.memory_check((capacity - current) * row_bytes)
+                wanted = capacity
+        capacity = wanted
         rows = np.empty(capacity, dtype=np.int64)
         sums = np.empty((capacity, self.embedding_dim), dtype=self.dtype)
         rows[: self._pending_count] = self._pending_rows[: self._pending_count]
