@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         0,
         ge=0,
-        description="Bytes all tables (weights + optimizer state) may use; "
+        description="Bytes all tables (weights, optimizer state, pending gradients) may use; "
         "0 means 75% of this machine's (or container's) memory.",
     )
     max_json_depth: int = Field(
