@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ValidationError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from service.core.errors import (
@@ -94,10 +94,27 @@ def validate_model(model: type[Model], data: Any) -> Model:
         raise InvalidRequest(describe_validation_error(error.errors())) from None
 
 
+def service_error_reply(error: EmbeddingServiceError) -> JSONResponse:
+    return error_reply(status_of(error), error.detail, error_code(error))
+
+
+def http_error_reply(error: HTTPException) -> JSONResponse:
+    if error.status_code == 400 and error.__cause__ is not None:
+        # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows):
+        # 422 and the reason, as for any other unreadable JSON body
+        return error_reply(422, f"body could not be parsed as JSON: {error.__cause__}")
+    return JSONResponse(
+        {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """The replies to errors raised in routes; the binary fast path (service.api.fast_path)
+    calls service_error_reply and http_error_reply itself, so its errors are the same."""
+
     async def service_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, EmbeddingServiceError)
-        return error_reply(status_of(error), error.detail, error_code(error))
+        return service_error_reply(error)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -105,13 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        if error.status_code == 400 and error.__cause__ is not None:
-            # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows):
-            # 422 and the reason, as for any other unreadable JSON body
-            return error_reply(422, f"body could not be parsed as JSON: {error.__cause__}")
-        return JSONResponse(
-            {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
-        )
+        return http_error_reply(error)
 
     app.add_exception_handler(EmbeddingServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.allocator import tune_malloc
 from service.api.auth import BearerAuth, document_bearer_auth
 from service.api.durability import durable_tables
 from service.api.errors import install_error_handlers
+from service.api.fast_path import BinaryFastPath
 from service.api.idempotency import Idempotency
 from service.api.limits import BodySizeLimit, RouteLimit
 from service.api.metrics import AppMetrics
@@ -55,8 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = TableRegistry(
         memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
     )
-    # Added first, so it runs innermost (after the body limit and any auth): only requests
-    # that reach the routes are remembered.
+    tune_malloc(settings.malloc_mmap_threshold_bytes)
+    if settings.binary_fast_path:  # innermost: every middleware below sees its requests
+        app.add_middleware(BinaryFastPath, state=app.state, routes=app.router.routes)
+    # Added first (after the fast path), so it runs innermost (after the body limit and any
+    # auth): only requests that reach the routes are remembered.
     app.add_middleware(
         Idempotency,
         max_keys=settings.idempotency_max_keys,

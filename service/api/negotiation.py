@@ -8,29 +8,51 @@ from service.api.codecs import JSON, NPY, NPZ
 from service.api.errors import NotAcceptable, UnsupportedMediaType
 
 
-def request_format(request: Request, binary: str) -> str:
-    """JSON or the endpoint's binary type (NPY or NPZ); 415 for anything else. A body without
-    Content-Type is read as JSON."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("", JSON):
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header value: "application/x-npy; v=1" -> its first
+    part, lowercased."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def request_format(request: Request, *binary: str) -> str:
+    """JSON or one of the endpoint's binary types (NPY, NPZ); 415 for anything else. A body
+    without Content-Type is read as JSON."""
+    return format_of_content_type(request.headers.get("content-type", ""), *binary)
+
+
+def format_of_content_type(content_type: str, *binary: str) -> str:
+    """request_format from the Content-Type header's value."""
+    media = media_type(content_type)
+    if media in ("", JSON):
         return JSON
-    if content_type == binary:
-        return binary
+    if media in binary:
+        return media
+    offered = [repr(kind) for kind in (JSON, *binary)]
     raise UnsupportedMediaType(
-        f"Content-Type {content_type!r} is not supported here; send {JSON!r} or {binary!r}"
+        f"Content-Type {media!r} is not supported here; send "
+        f"{', '.join(offered[:-1])} or {offered[-1]}"
     )
 
 
 def reply_format(request: Request, request_fmt: str, offered: tuple[str, ...] = (JSON, NPY)) -> str:
     """The reply's format follows Accept; with no Accept (or */*), the request's own format."""
-    accept = request.headers.get("accept", "")
+    return format_of_accept(request.headers.get("accept", ""), request_fmt, offered)
+
+
+def format_of_accept(accept: str, request_fmt: str, offered: tuple[str, ...] = (JSON, NPY)) -> str:
+    """reply_format from the Accept header's value."""
     wanted = [part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()]
     if not wanted or "*/*" in wanted or "application/*" in wanted:
         return request_fmt if request_fmt in offered else offered[0]
     for media in wanted:
         if media in offered:
             return media
-    raise NotAcceptable(f"Accept {accept!r} cannot be served here; this endpoint offers {list(offered)}")
+    raise NotAcceptable(
+        f"Accept {accept!r} cannot be served here; this endpoint offers {list(offered)}"
+    )
 
 
-__all__ = ["JSON", "NPY", "NPZ", "reply_format", "request_format"]
+__all__ = [
+    "JSON", "NPY", "NPZ", "format_of_accept", "format_of_content_type", "media_type",
+    "reply_format", "request_format",
+]

@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: float = Field(
         600.0, gt=0, description="How long the reply to an Idempotency-Key is remembered."
     )
+    binary_fast_path: bool = Field(
+        True, description="Serve .npy/.npz lookups and pushes on a pure-ASGI path that skips "
+        "FastAPI's routing and dependency injection (same replies, byte for byte); false sends "
+        "them through the FastAPI routes."
+    )
+    inline_max_ids: int = Field(
+        8192, ge=0, description="Lookups and pushes of at most this many ids run on the event "
+        "loop when their table is free (a thread hop costs more than the work); larger ones run "
+        "in the thread pool. 0: always the thread pool."
+    )
+    malloc_mmap_threshold_bytes: int = Field(
+        32 * 2**20, ge=0, le=32 * 2**20, description="glibc only: blocks below this size "
+        "(reply buffers, request bodies) are reused from the heap instead of fresh pages "
+        "mapped, and page-faulted, for every request; up to twice this much freed memory may "
+        "stay resident. 0 leaves glibc's default."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -22,7 +22,8 @@ instead of holding the lock for the whole write (service.core.snapshots).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ class TablePoint:
     pending_rows: np.ndarray  # (k,) int64
     pending_sums: np.ndarray  # (k, dim)
     pushes_since_apply: int
+
+
+class TableBusy(Exception):
+    """Another operation holds the table. Raised only by calls made with wait=False, before
+    anything changed: the caller runs the operation again where waiting is fine (a thread)."""
 
 
 def check_finite_sums(rows: np.ndarray, sums: np.ndarray) -> None:
@@ -187,17 +193,23 @@ class EmbeddingTable:
             raise InvalidRequest("grads must be finite, got NaN or infinity")
 
     # -- the three operations -------------------------------------------------------------
-    def lookup(self, ids: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    def lookup(
+        self, ids: np.ndarray, out: np.ndarray | None = None, *, wait: bool = True
+    ) -> tuple[np.ndarray, int]:
         """W[ids], of shape ids.shape + (embedding_dim,), and the step it was read at.
-        `out` (C-contiguous, that shape and the table's dtype) receives the rows if given."""
+        `out` (C-contiguous, that shape and the table's dtype) receives the rows if given.
+        wait=False raises TableBusy instead of waiting for another operation (event loops)."""
         self.check_ids(ids)
         shape = (*ids.shape, self.embedding_dim)
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
         flat_out = out.reshape(-1, self.embedding_dim)  # (n, dim), a view
-        with self._lock:
+        self._acquire(wait)
+        try:
             np.take(self.weights, ids.reshape(-1), axis=0, out=flat_out)
             return out, self.step
+        finally:
+            self._lock.release()
 
     def push(
         self,
@@ -206,10 +218,12 @@ class EmbeddingTable:
         *,
         apply: bool = False,
         step: int | None = None,
+        wait: bool = True,
     ) -> PushResult:
         """Add grads into the pending gradient of rows ids (duplicates sum, as np.add.at).
         With apply=True the pushed rows are updated by the optimizer at once instead, as one
-        step. `step` is the table step the gradient was computed at (staleness check)."""
+        step. `step` is the table step the gradient was computed at (staleness check).
+        wait=False raises TableBusy, with nothing changed, instead of waiting for the lock."""
         self.check_ids(ids)
         self.check_grads(ids, grads)
         self._check_step(step)
@@ -221,7 +235,8 @@ class EmbeddingTable:
             check_finite_sums(rows, sums)
         else:  # the additions into the pending sums happen under the lock, in push order
             rows, slot_of_id = np.unique(flat_ids, return_inverse=True)
-        with self._lock:
+        self._acquire(wait)
+        with self._lock_held():
             self._check_staleness(step)
             if apply:
                 if len(rows) == 0:  # an empty step changes nothing, as apply() with nothing
@@ -260,6 +275,18 @@ class EmbeddingTable:
             self._note_change(rows)
             self._clear_pending()
             return ApplyResult(self.step, count)
+
+    def _acquire(self, wait: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
+            raise TableBusy(self.name)
+
+    @contextmanager
+    def _lock_held(self) -> Iterator[None]:
+        """Releases the lock (taken by _acquire) when the block ends."""
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     # -- pending gradient -------------------------------------------------------------------
     def pending(self) -> tuple[np.ndarray, np.ndarray, int]:

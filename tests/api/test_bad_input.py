@@ -249,7 +249,7 @@ CASES = [
     Case("push-npz-step-flag", "POST", f"{WORDS}/gradients?step=1.5", 422,
          "query parameter step must be an integer",
          {"content": npz(ids=np.array([1]), grads=np.ones((1, 4))), "headers": NPZ}),
-    Case("push-npy-instead-of-npz", "POST", f"{WORDS}/gradients", 415, "application/x-npy",
+    Case("push-npy-ids-only", "POST", f"{WORDS}/gradients", 422, "grads is missing",
          {"content": codecs.to_npy(np.array([1])), "headers": NPY}),
     # -- apply ----------------------------------------------------------------------------
     Case("apply-zero-lr", "POST", f"{WORDS}/apply", 422, "lr", {"json": {"lr": 0}}),

@@ -1,0 +1,172 @@
+"""The binary fast path (service.api.fast_path) against the FastAPI routes it stands in for:
+the same requests, good and bad, sent to an app with it and an app without it, get the same
+status, headers and body bytes, leave the same tables, count the same metrics and log the same
+access lines. Every binary case of the bad-input suite is among them."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from service.api import codecs, fast_path, handlers
+from tests.api.test_bad_input import CASES, NPY, NPZ, TAGS, WORDS, checksum, npz
+
+TOKEN = "fast-path-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def pair(ids: Any, grads: Any) -> bytes:
+    """ids.npy and grads.npy back to back, as np.save twice into one stream writes them."""
+    stream = io.BytesIO()
+    np.save(stream, np.asarray(ids))
+    np.save(stream, np.asarray(grads))
+    return stream.getvalue()
+
+
+# (method, path, request keywords): good binary requests, then the edges of the fast path
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([3, 1, 3])), "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([[0, 9], [4, 4]])),
+                                 "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array(7)), "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.zeros(0, np.int64)),
+                                 "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.asfortranarray(
+        np.arange(6).reshape(2, 3))), "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1, 2], np.uint16)),
+                                 "headers": {**NPY, "Accept": "application/json"}}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
+                                 "headers": {**NPY, "Accept": "*/*"}}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
+                                 "headers": {"Content-Type": "Application/X-NPY; v=1"}}),
+    ("POST", f"{TAGS}/lookup", {"content": codecs.to_npy(np.array([5, 0])), "headers": NPY}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([1, 1, 8], np.ones((3, 4), np.float32)),
+                                    "headers": NPY}),
+    ("POST", f"{WORDS}/gradients?apply=true", {"content": pair([2, 3], np.ones((2, 4))),
+                                               "headers": NPY}),
+    ("POST", f"{WORDS}/gradients", {"content": npz(ids=np.array([0, 0]),
+                                                   grads=np.full((2, 4), 0.25)), "headers": NPZ}),
+    ("POST", f"{TAGS}/gradients?step=3&apply=1", {"content": pair([4], [[1.0, 2.0, 3.0]]),
+                                                  "headers": NPY}),
+    ("POST", f"{TAGS}/gradients?step=1", {"content": pair([4], [[1.0, 2.0, 3.0]]),
+                                          "headers": NPY}),  # stale: 409
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k-1"}}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k-1"}}),  # replayed
+    ("POST", f"{WORDS}/gradients", {"content": pair([1, 2], np.ones((2, 4)))[:-1],
+                                    "headers": NPY}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))) + b"x",
+                                    "headers": NPY}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((2, 4))), "headers": NPY}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))) + b"\x93NUMPY",
+                                    "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": b"x" * 70_000, "headers": NPY}),  # body limit
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.arange(2000) % 10),
+                                 "headers": NPY}),  # over max_ids_per_request
+    ("POST", "/v1/tables/nope/lookup", {"content": codecs.to_npy(np.array([1])),
+                                        "headers": NPY}),
+    ("POST", f"{WORDS}/lookup/", {"content": codecs.to_npy(np.array([1])), "headers": NPY}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
+                                 "headers": {**NPY, "Accept": "text/html"}}),
+    ("GET", f"{WORDS}/lookup", {"headers": NPY}),
+    *[(case.method, case.path, case.request) for case in CASES
+      if case.request.get("headers") in (NPY, NPZ)],
+]
+
+
+def build(make_app: Callable[..., FastAPI], fast: bool) -> FastAPI:
+    """An app of the bad-input suite's limits, with its own empty data directory."""
+    return make_app(max_body_bytes=65536, max_ids_per_request=1000,
+                    memory_budget_bytes=10 * 2**20, token=TOKEN, binary_fast_path=fast)
+
+
+@pytest.fixture
+def served(make_app: Callable[..., FastAPI]) -> Iterator[Callable[[bool], list[Any]]]:
+    """Factory: the replies, access-log lines, table checksums and row metrics of REQUESTS on
+    an app with (True) or without (False) the fast path."""
+
+    def serve(fast: bool) -> list[Any]:
+        app = build(make_app, fast)
+        lines: list[dict[str, Any]] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                fields = dict(getattr(record, "fields", {}))
+                fields.pop("duration_ms", None)
+                lines.append(fields)
+
+        keep = Keep()
+        logging.getLogger("service.access").addHandler(keep)
+        try:
+            with TestClient(app, headers=AUTH) as client:
+                set_up_tables(client)
+                replies = [client.request(method, path, **request)
+                           for method, path, request in REQUESTS]
+                metrics = [line for line in client.get("/metrics").text.splitlines()
+                           if line.startswith(("embed_http_requests_total", "embed_rows_"))]
+        finally:
+            logging.getLogger("service.access").removeHandler(keep)
+        return [[(r.status_code, r.headers.multi_items(), r.content) for r in replies],
+                lines, checksum(app.state.registry), metrics]
+
+    yield serve
+
+
+def set_up_tables(client: TestClient) -> None:
+    """The tables of the bad-input suite, in the same state."""
+    client.post("/v1/tables", json={"name": "words", "num_embeddings": 10,
+                                    "embedding_dim": 4, "seed": 1}).raise_for_status()
+    client.post("/v1/tables", json={
+        "name": "tags", "num_embeddings": 6, "embedding_dim": 3, "dtype": "float64",
+        "optimizer": {"kind": "adam", "lr": 0.5}, "max_staleness": 1, "seed": 2,
+    }).raise_for_status()
+    for _ in range(3):
+        client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
+                                               "apply": True}).raise_for_status()
+    client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
+
+
+def test_same_replies_state_metrics_and_logs_with_and_without_the_fast_path(
+    served: Callable[[bool], list[Any]],
+) -> None:
+    fast_replies, fast_lines, fast_tables, fast_metrics = served(True)
+    slow_replies, slow_lines, slow_tables, slow_metrics = served(False)
+    for (method, path, _), fast, slow in zip(REQUESTS, fast_replies, slow_replies, strict=True):
+        assert fast == slow, f"{method} {path}"
+    assert fast_lines == slow_lines
+    assert fast_tables == slow_tables
+    assert fast_metrics == slow_metrics
+    statuses = {status for status, _, _ in fast_replies}
+    assert {200, 404, 405, 406, 409, 413, 415, 422} <= statuses  # the cases reach every kind
+
+
+def test_binary_requests_take_the_fast_path_and_json_ones_the_routes(
+    monkeypatch: pytest.MonkeyPatch, make_app: Callable[..., FastAPI]
+) -> None:
+    """The fast path reads the body itself (its own read_body); the routes pass request.body."""
+    readers: list[str] = []
+    original = handlers.lookup
+
+    async def spy(exchange: handlers.Exchange) -> Any:
+        readers.append(exchange.read_body.__qualname__)
+        return await original(exchange)
+
+    monkeypatch.setattr(handlers, "lookup", spy)
+    monkeypatch.setitem(fast_path.HANDLERS, "lookup", spy)
+    with TestClient(build(make_app, True), headers=AUTH) as client:
+        set_up_tables(client)
+        binary = client.post(f"{WORDS}/lookup", content=codecs.to_npy(np.array([2])),
+                             headers=NPY)
+        json = client.post(f"{WORDS}/lookup", json={"ids": [2]})
+    assert (binary.status_code, json.status_code) == (200, 200)
+    assert readers == ["BinaryFastPath.__call__.<locals>.read_body", "Request.body"]
+    rows = np.load(io.BytesIO(binary.content))  # (1, 4) float32
+    assert rows.tolist() == np.asarray(json.json()["vectors"], dtype=np.float32).tolist()
