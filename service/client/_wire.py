@@ -80,6 +80,7 @@ class RequestFactory:
         self.timeouts = {"connect": connect_timeout, "read": read_timeout,
                          "write": read_timeout, "pool": read_timeout}
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
+        self._heads: dict[tuple[str, httpx.URL], bytes] = {}
 
     def url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
         key = (path, tuple(params.items()) if params else ())
@@ -89,6 +90,29 @@ class RequestFactory:
                 self._urls.clear()
             url = self._urls[key] = httpx.URL(self.base_url + path, params=params)
         return url
+
+    def head(self, call: Call[Any]) -> tuple[tuple[str, str, int], bytes]:
+        """(scheme, host, port) and the request head of a call, as bytes: what
+        PooledHTTPTransport.exchange sends, without building an httpx.Request."""
+        url = self.url(call.path, call.params)
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        overridden = any(name in self.headers for name in call.headers or {})
+        prefix = None if overridden else self._heads.get((call.method, url))
+        if prefix is None:
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            lines = [f"{call.method} {url.raw_path.decode('ascii')} HTTP/1.1",
+                     f"Host: {url.netloc.decode('ascii')}",
+                     *(f"{name}: {value}" for name, value in self.headers.items()
+                       if not overridden or name not in (call.headers or {}))]
+            prefix = "\r\n".join(lines).encode("latin-1")
+            if not overridden:
+                self._heads[(call.method, url)] = prefix
+        extra = "".join(f"\r\n{name}: {value}" for name, value in (call.headers or {}).items())
+        length = len(call.content) if call.content is not None else 0
+        if length or call.method in ("POST", "PUT", "PATCH"):
+            extra += f"\r\nContent-Length: {length}"
+        return key, prefix + extra.encode("latin-1") + b"\r\n\r\n"
 
     def build(self, call: Call[Any]) -> httpx.Request:
         headers = {**self.headers, **call.headers} if call.headers else self.headers

@@ -146,11 +146,21 @@ class EmbeddingClient:
 
     # -- sending ---------------------------------------------------------------------------
     def _send(self, call: Call[T]) -> T:
-        request = self._factory.build(call)  # once: its Idempotency-Key is the same on retries
+        # Built once: its Idempotency-Key is the same on retries. The default transport takes
+        # the request as bytes (no httpx.Request to build); any other gets an httpx.Request.
+        lean = self._transport if isinstance(self._transport, PooledHTTPTransport) else None
+        if lean is not None:
+            key, head = self._factory.head(call)
+        else:
+            request = self._factory.build(call)
         attempt = 0
         while True:
             try:
-                response = self._transport.handle_request(request)
+                if lean is not None:
+                    response = lean.exchange(key, call.method, head, call.content or b"",
+                                             self._factory.timeouts)
+                else:
+                    response = self._transport.handle_request(request)
                 try:
                     response.read()
                 finally:
