@@ -52,6 +52,17 @@ def encode_npy(array: np.ndarray) -> bytes:
     return b"".join((npy_header(array.dtype, array.shape), array.data))
 
 
+def encode_npy_pair(first: np.ndarray, second: np.ndarray) -> bytes:
+    """Two .npy files back to back (what np.save twice into one stream writes): a push's ids
+    and grads, the data copied once, no zip and no CRC-32 to compute (0.5 ms a MiB here)."""
+    parts: list[bytes | memoryview] = []
+    for array in (first, second):
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        parts += [npy_header(array.dtype, array.shape), array.data]
+    return b"".join(parts)
+
+
 def _parse_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     layout = _layouts_by_header.get(header)
     if layout is None:

@@ -252,8 +252,8 @@ class Requests:
             params = {"apply": "true"} if apply else {}
             if step is not None:
                 params["step"] = str(step)
-            content = codecs.encode_npz(ids=id_array, grads=grad_array)
-            headers = {"Content-Type": codecs.NPZ, "Accept": codecs.JSON, **_once()}
+            content = codecs.encode_npy_pair(id_array, grad_array)
+            headers = {"Content-Type": codecs.NPY, "Accept": codecs.JSON, **_once()}
             return Call("POST", path, _push_result, content, headers, params or None)
         body: dict[str, Any] = {"ids": codecs.json_ready(id_array),
                                 "grads": codecs.json_ready(grad_array), "apply": apply}

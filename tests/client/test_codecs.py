@@ -71,6 +71,21 @@ def test_encode_npz_is_read_by_numpy() -> None:
                for info in zipfile.ZipFile(io.BytesIO(encoded)).infolist())
 
 
+@pytest.mark.parametrize(("ids", "grads"), [
+    (np.array([1, 2, 2]), np.ones((3, 4), dtype=np.float32)),
+    (np.array(7), np.arange(3.0)),  # a 0-d id and its row
+    (np.arange(6).reshape(2, 3)[:, ::2], np.zeros((2, 2, 5), np.float16)),  # not contiguous
+    (np.zeros(0, np.int64), np.zeros((0, 8), np.float32)),
+])
+def test_encode_npy_pair_is_read_by_numpy_twice(ids: np.ndarray, grads: np.ndarray) -> None:
+    stream = io.BytesIO(codecs.encode_npy_pair(ids, grads))
+    first, second = np.load(stream), np.load(stream)
+    assert stream.read() == b""
+    assert (first.dtype, first.shape, first.tolist()) == (ids.dtype, ids.shape, ids.tolist())
+    assert (second.dtype, second.shape, second.tolist()) == (grads.dtype, grads.shape,
+                                                             grads.tolist())
+
+
 def test_as_ids() -> None:
     assert codecs.as_ids([]).dtype == np.int64
     assert codecs.as_ids([1, 2]).dtype == np.int64
