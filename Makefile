@@ -3,6 +3,9 @@
 #
 #   make serve        start the service on http://127.0.0.1:8000 (in-memory tables)
 #   make test         run the whole test suite
+#   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py): installs
+#                     the bench extra and Debian's redis-server if missing, prints the table,
+#                     writes bench/results/latest.{md,json,png}; BENCH_ARGS=--quick for a smoke run
 #
 # Variables: HOST, PORT (serve), PYTEST_ARGS (test), PYTHON (the interpreter for the venv).
 
@@ -13,6 +16,8 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-stamp
 EXTRAS ?= test
 
 .PHONY: serve test install lint bench clean
@@ -30,6 +35,16 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@command -v redis-server >/dev/null || { \
+	  echo "redis-server is missing: installing Debian's package (apt-get install redis-server)"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

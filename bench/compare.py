@@ -1,0 +1,74 @@
+"""Where the service stands against Redis, numpy and PyTorch: one command, one run, seven rows.
+
+    make bench                                   # installs what it needs, then runs this
+    .venv/bin/python bench/compare.py            # V = 1,000,000 x 64 float32, ~3 minutes
+    .venv/bin/python bench/compare.py --quick    # a smoke run: V = 10,000, few repeats
+
+It starts the service (uvicorn as in production: uvloop, httptools, one worker, log level
+warning, a bearer token) and a redis-server on loopback ports, loads the same float32 matrix W
+into both (and into numpy and torch in this process), and measures, each figure the median
+over repeated runs, the two sides of a row alternating run by run on the same ids:
+
+1. lookup of 4096 uniform ids through EmbeddingClient (.npy) vs Redis MGET: rows/s
+2. lookup of 32 ids: median latency vs Redis MGET (requests alternate one by one)
+3. lookup of 65536 ids: rows/s vs in-process numpy W[ids]
+4. push of 4096 Zipf ids with apply (SGD): rows/s vs torch nn.Embedding(sparse=True) backward
+   + optim.SGD step; the dense reference layer reported beside it
+5. server RSS after 100,000 pushed rows (pending) vs 1.25 x (weights + state) + 120 MB
+6. four client processes doing 4096-id lookups: aggregate rows/s vs one client
+7. JSON vs .npy for the 4096-id lookup
+
+It prints the table and writes bench/results/latest.{md,json,png} (--out elsewhere).
+Without redis-server (or redis-py) rows 1 and 2 say so and skip their peer; without torch,
+row 4 does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _report import Row, machine, render_markdown, render_plot, render_table  # noqa: E402
+from _rows import Setup, run_rows  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: V = 10,000, few repeats (seconds, not minutes)")
+    parser.add_argument("--rows", type=int, default=None, help="table rows V (default 1e6)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
+                        help="where latest.md, latest.json and latest.png go")
+    args = parser.parse_args()
+    setup = Setup.quick() if args.quick else Setup.full()
+    if args.rows:
+        setup.rows = args.rows
+    if args.repeats:
+        setup.repeats = args.repeats
+    rows, notes = run_rows(setup)
+    about = machine()
+    print(render_table(rows))
+    for note in notes:
+        print(f"note: {note}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.md").write_text(render_markdown(rows, notes, about, setup.describe()))
+    (args.out / "latest.json").write_text(json.dumps(
+        {"setup": setup.describe(), "machine": about, "notes": notes,
+         "rows": [row.as_dict() for row in rows]}, indent=1) + "\n")
+    plotted = render_plot(rows, args.out / "latest.png", setup.describe())
+    print(f"results: {args.out / 'latest.md'}, {args.out / 'latest.json'}"
+          + (f", {args.out / 'latest.png'}" if plotted else " (no plot: matplotlib missing)"))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Row", "main"]
