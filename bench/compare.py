@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import Row, machine, render_markdown, render_plot, render_table  # noqa: E402
+from _report import machine, render_markdown, render_plot, render_table  # noqa: E402
 from _rows import Setup, run_rows  # noqa: E402
 
 
@@ -69,6 +69,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["Row", "main"]
