@@ -1,4 +1,5 @@
-"""The core's exceptions: one hierarchy, mapped to HTTP statuses in one place (service.api.errors)."""
+"""The core's exceptions: one hierarchy, mapped to HTTP statuses in one place
+(service.api.errors)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class InvalidRequest(EmbeddingServiceError):
 
 
 class BudgetExceeded(EmbeddingServiceError):
-    """A table would not fit in the memory budget, or the table count limit is reached (HTTP 413)."""
+    """A table (or a pending gradient) would not fit in the memory budget, or the table count
+    limit is reached (HTTP 413)."""
 
 
 class StaleGradient(EmbeddingServiceError):

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-
 from service.core.errors import BudgetExceeded, InvalidRequest, TableExists, TableNotFound
 from service.core.initializers import InitSpec
 from service.core.optimizers import make_optimizer

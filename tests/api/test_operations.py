@@ -25,7 +25,9 @@ def test_lookup_json_has_the_shape_of_ids_plus_dim(api: httpx.Client, table_name
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_lookup_npy_is_exact_and_in_the_table_dtype(api: httpx.Client, table_name: str, dtype) -> None:
+def test_lookup_npy_is_exact_and_in_the_table_dtype(
+    api: httpx.Client, table_name: str, dtype: str
+) -> None:
     create(api, table_name, dtype=dtype, num_embeddings=50, embedding_dim=3)
     everything = weights_of(api, table_name)
     ids = np.array([[7, 7, 0], [49, 1, 2]], dtype=np.int32)
@@ -51,7 +53,8 @@ def test_accept_header_chooses_the_reply_format(api: httpx.Client, table_name: s
     as_json = api.post(url, content=npy_bytes(np.array([1])),
                        headers={**NPY, "accept": "application/json"})
     assert as_json.headers["content-type"] == "application/json"
-    np.testing.assert_array_equal(load_npy(as_npy.content), np.array(as_json.json()["vectors"], np.float32))
+    from_json = np.array(as_json.json()["vectors"], np.float32)
+    np.testing.assert_array_equal(load_npy(as_npy.content), from_json)
     anything = api.post(url, content=npy_bytes(np.array([1])), headers={**NPY, "accept": "*/*"})
     assert anything.headers["content-type"] == "application/x-npy"
     refused = api.post(url, json={"ids": [1]}, headers={"accept": "text/html"})
@@ -60,7 +63,9 @@ def test_accept_header_chooses_the_reply_format(api: httpx.Client, table_name: s
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("wire", ["json", "npz"])
-def test_training_steps_match_the_reference_layer(api: httpx.Client, table_name: str, dtype, wire) -> None:
+def test_training_steps_match_the_reference_layer(
+    api: httpx.Client, table_name: str, dtype: str, wire: str
+) -> None:
     lr = 0.25
     create(api, table_name, dtype=dtype, optimizer={"kind": "sgd", "lr": lr},
            init={"kind": "normal", "std": 1.0})
@@ -100,7 +105,8 @@ def test_apply_with_nothing_pending_changes_nothing(api: httpx.Client, table_nam
 
 def test_apply_lr_override_and_pending_rows_in_info(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, dtype="float64", init={"kind": "zeros"})
-    api.post(f"/v1/tables/{table_name}/gradients", json={"ids": [2, 2], "grads": [[1] * 4, [2] * 4]})
+    api.post(f"/v1/tables/{table_name}/gradients",
+             json={"ids": [2, 2], "grads": [[1] * 4, [2] * 4]})
     assert api.get(f"/v1/tables/{table_name}").json()["pending_rows"] == 1
     assert api.post(f"/v1/tables/{table_name}/apply", json={"lr": 2.0}).json()["rows_updated"] == 1
     np.testing.assert_array_equal(weights_of(api, table_name)[2], [-6.0] * 4)

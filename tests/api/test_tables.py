@@ -10,7 +10,8 @@ from tests.api.helpers import create, weights_of
 
 def test_create_returns_table_info(api: httpx.Client, table_name: str) -> None:
     info = create(api, table_name, num_embeddings=100, embedding_dim=8, dtype="float64",
-                  optimizer={"kind": "sgd", "lr": 0.5}, init={"kind": "uniform", "low": -1, "high": 1})
+                  optimizer={"kind": "sgd", "lr": 0.5},
+                  init={"kind": "uniform", "low": -1, "high": 1})
     assert info == {
         "name": table_name, "num_embeddings": 100, "embedding_dim": 8, "dtype": "float64",
         "init": {"kind": "uniform", "low": -1.0, "high": 1.0}, "seed": 0,
@@ -20,7 +21,8 @@ def test_create_returns_table_info(api: httpx.Client, table_name: str) -> None:
 
 
 def test_defaults_are_float32_normal_sgd(api: httpx.Client, table_name: str) -> None:
-    reply = api.post("/v1/tables", json={"name": table_name, "num_embeddings": 3, "embedding_dim": 2})
+    reply = api.post("/v1/tables",
+                     json={"name": table_name, "num_embeddings": 3, "embedding_dim": 2})
     assert reply.status_code == 201
     info = reply.json()
     assert (info["dtype"], info["init"], info["optimizer"], info["seed"]) == (
@@ -41,7 +43,8 @@ def test_get_list_delete(api: httpx.Client, table_name: str) -> None:
 def test_duplicate_name_is_409_and_keeps_the_first(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, seed=1)
     before = weights_of(api, table_name)
-    reply = api.post("/v1/tables", json={"name": table_name, "num_embeddings": 5, "embedding_dim": 2})
+    reply = api.post("/v1/tables",
+                     json={"name": table_name, "num_embeddings": 5, "embedding_dim": 2})
     assert reply.status_code == 409
     assert table_name in reply.json()["detail"]
     np.testing.assert_array_equal(weights_of(api, table_name), before)
