@@ -109,7 +109,7 @@ def _header_end(body: bytes | memoryview, start: int) -> int:
     return start + 12  # another version, or cut short: numpy says which from these bytes
 
 
-def _layout(header: bytes, field: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def npy_layout(header: bytes, field: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of a .npy header, checked; InvalidRequest naming `field`."""
     known = _LAYOUTS.get(header)
     if known is not None:
@@ -145,7 +145,7 @@ def _npy_at(
     """The .npy array starting at `start` of body (a view: np.frombuffer) and where it ends.
     `last`: it must end where the body ends."""
     end_of_header = _header_end(body, start)
-    shape, fortran_order, dtype = _layout(bytes(body[start:end_of_header]), field)
+    shape, fortran_order, dtype = npy_layout(bytes(body[start:end_of_header]), field)
     count = math.prod(shape)  # Python ints: a header's (2**32, 2**32) must not wrap to 0
     expected = end_of_header + count * dtype.itemsize
     if len(body) < expected or (last and len(body) != expected):

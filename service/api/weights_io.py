@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from service.api import codecs
 from service.api.codecs import NPY_MAGIC
 from service.core.errors import InvalidRequest
 from service.core.table import EmbeddingTable
@@ -132,18 +133,7 @@ class NpyReceiver:
         return length
 
     def _check_header(self, header: bytes) -> None:
-        stream = io.BytesIO(header)
-        try:
-            version = np.lib.format.read_magic(stream)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read(stream, max_header_size=MAX_HEADER_BYTES)
-        except Exception as error:  # numpy parses the header with ast and tokenize: any of
-            # their errors (tokenize.TokenError included) means a malformed header
-            raise InvalidRequest(f"body is not a valid .npy array: {error}") from None
-        if dtype.hasobject or dtype.fields is not None:
-            raise InvalidRequest(f"body has dtype {dtype}: object, pickled or structured arrays "
-                                 "are refused")
+        shape, fortran_order, dtype = codecs.npy_layout(header, "body")
         if dtype != self.dtype or tuple(shape) != self.shape:
             raise InvalidRequest(
                 f"body holds an array of shape {list(shape)} and dtype {dtype}; {self.owner} "
