@@ -18,6 +18,8 @@ import httpx
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import current_token
 
+from service.client._transport import parse_head
+
 ConnectionKey = tuple[str, str, int]
 MAX_HEAD_BYTES = 64 * 2**10
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -183,17 +185,7 @@ async def read_head(
     reader: Reader,
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """Status, reason phrase and headers of a reply, up to its blank line."""
-    head = await reader.receive_until(b"\r\n\r\n", MAX_HEAD_BYTES)
-    status_line, *lines = head.split(b"\r\n")
-    version, _, rest = status_line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if not version.startswith(b"HTTP/1.") or not code.isdigit():
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 reply: {status_line[:80]!r}")
-    headers = []
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers.append((name.strip(), value.strip()))
-    return int(code), reason, headers
+    return parse_head(await reader.receive_until(b"\r\n\r\n", MAX_HEAD_BYTES))
 
 
 async def read_body(
