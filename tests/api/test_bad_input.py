@@ -308,19 +308,24 @@ def app() -> FastAPI:
                                memory_budget_bytes=10 * 2**20))
 
 
+def set_up_tables(client: TestClient) -> None:
+    """Two tables with optimizer state, steps and a pending gradient for the cases to hit."""
+    client.post("/v1/tables", json={"name": "words", "num_embeddings": 10,
+                                    "embedding_dim": 4, "seed": 1}).raise_for_status()
+    client.post("/v1/tables", json={
+        "name": "tags", "num_embeddings": 6, "embedding_dim": 3, "dtype": "float64",
+        "optimizer": {"kind": "adam", "lr": 0.5}, "max_staleness": 1, "seed": 2,
+    }).raise_for_status()
+    for _ in range(3):
+        client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
+                                               "apply": True}).raise_for_status()
+    client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
+
+
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as client:
-        client.post("/v1/tables", json={"name": "words", "num_embeddings": 10,
-                                        "embedding_dim": 4, "seed": 1}).raise_for_status()
-        client.post("/v1/tables", json={
-            "name": "tags", "num_embeddings": 6, "embedding_dim": 3, "dtype": "float64",
-            "optimizer": {"kind": "adam", "lr": 0.5}, "max_staleness": 1, "seed": 2,
-        }).raise_for_status()
-        for _ in range(3):
-            client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
-                                                   "apply": True}).raise_for_status()
-        client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
+        set_up_tables(client)
         yield client
 
 

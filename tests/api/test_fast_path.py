@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from service.api import codecs, fast_path, handlers
-from tests.api.test_bad_input import CASES, NPY, NPZ, TAGS, WORDS, checksum, npz
+from tests.api.test_bad_input import CASES, NPY, NPZ, TAGS, WORDS, checksum, npz, set_up_tables
 
 TOKEN = "fast-path-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,20 +118,6 @@ def served(make_app: Callable[..., FastAPI]) -> Iterator[Callable[[bool], list[A
                 lines, checksum(app.state.registry), metrics]
 
     yield serve
-
-
-def set_up_tables(client: TestClient) -> None:
-    """The tables of the bad-input suite, in the same state."""
-    client.post("/v1/tables", json={"name": "words", "num_embeddings": 10,
-                                    "embedding_dim": 4, "seed": 1}).raise_for_status()
-    client.post("/v1/tables", json={
-        "name": "tags", "num_embeddings": 6, "embedding_dim": 3, "dtype": "float64",
-        "optimizer": {"kind": "adam", "lr": 0.5}, "max_staleness": 1, "seed": 2,
-    }).raise_for_status()
-    for _ in range(3):
-        client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
-                                               "apply": True}).raise_for_status()
-    client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
 
 
 def test_same_replies_state_metrics_and_logs_with_and_without_the_fast_path(
