@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.codecs import dumps
+from service.api.errors import error_reply
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                         "/redoc"})
@@ -49,15 +49,9 @@ class BearerAuth:
         if problem is None:
             await self.app(scope, receive, send)
             return
-        body = dumps({"detail": problem})
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="embedding-service"')],
-        })
-        await send({"type": "http.response.body", "body": body})
+        reply = error_reply(401, problem, "unauthorized")
+        reply.headers["www-authenticate"] = 'Bearer realm="embedding-service"'
+        await reply(scope, receive, send)
 
     def _problem(self, scope: Scope) -> str | None:
         """Why the request is refused, or None when it carries the right token."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.codecs import dumps
+from service.api.errors import error_reply
 
 
 class BodyTooLarge(HTTPException):
@@ -61,7 +61,8 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    await self._refuse(send, f"Content-Length {declared} exceeds {setting}={limit}")
+                    detail = f"Content-Length {declared} exceeds {setting}={limit}"
+                    await self._refuse(scope, receive, send, detail)
                     return
                 break
         received = 0
@@ -86,16 +87,10 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, f"body exceeds {setting}={limit}")
+                await self._refuse(scope, receive, send, f"body exceeds {setting}={limit}")
 
     @staticmethod
-    async def _refuse(send: Send, detail: str) -> None:
-        body = dumps({"detail": detail})
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
-        })
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+        reply = error_reply(413, detail, "payload_too_large")
+        reply.headers["connection"] = "close"  # the rest of the body is not read
+        await reply(scope, receive, send)
