@@ -82,7 +82,7 @@ class TableRegistry:
                 name, num_embeddings, embedding_dim, rule, dtype=dtype, init=init, seed=seed,
                 max_staleness=max_staleness,
             )
-            table.memory_check = functools.partial(self._check_growth, name)
+            table.pending_gradient.memory_check = functools.partial(self._check_growth, name)
             self._tables[name] = table
             return table
 
@@ -92,7 +92,7 @@ class TableRegistry:
             if table.name in self._tables:
                 raise TableExists(table.name)
             self._reserve(table.name, table.nbytes)
-            table.memory_check = functools.partial(self._check_growth, table.name)
+            table.pending_gradient.memory_check = functools.partial(self._check_growth, table.name)
             self._tables[table.name] = table
 
     def delete(self, name: str) -> None:

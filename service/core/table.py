@@ -6,12 +6,9 @@ The three operations of an embedding layer, for many concurrent callers:
 - push(ids, grads)   backward: np.add.at(G, ids, grads), summed across pushes until the next apply
 - apply()            step:     the optimizer updates every row with a pending gradient; G cleared
 
-The pending gradient is a sparse accumulator: one slot per distinct pending row (`_pending_rows`,
-`_pending_sums`, in order of first push) and a sorted index of those rows (`_index_rows` with
-their `_index_slots`) searched with np.searchsorted. Memory and time follow the rows pushed, never
-the table size: no dense (num_embeddings, dim) buffer, no per-row map over the whole table, no
-pass over untouched rows. One lock per table makes every operation atomic with respect to the
-others; the heavy part of a push (summing duplicate ids) runs before taking it.
+The pending gradient is a sparse accumulator (service.core.pending): memory and time follow the
+rows pushed, never the table size. One lock per table makes every operation atomic with respect
+to the others; the sorting of a push's ids runs before taking it.
 
 Every change goes through `_note_change` (under the lock): it counts changes, so snapshots skip
 tables that did not change, and while a snapshot is being written it marks the rows whose
@@ -29,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from service.core.errors import BudgetExceeded, InvalidRequest, StaleGradient
+from service.core.errors import InvalidRequest, StaleGradient
 from service.core.initializers import InitSpec, initial_weights
 from service.core.optimizers import Optimizer
-from service.core.scatter import add_rows_at, sum_duplicate_rows
+from service.core.pending import PendingGradient, check_finite_sums
+from service.core.scatter import sum_duplicate_rows
 
 DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)
@@ -70,16 +68,6 @@ class TableBusy(Exception):
     anything changed: the caller runs the operation again where waiting is fine (a thread)."""
 
 
-def check_finite_sums(rows: np.ndarray, sums: np.ndarray) -> None:
-    """Finite gradients can still sum to infinity (1e308 + 1e308): refuse those pushes."""
-    finite = np.isfinite(sums).all(axis=1)  # (k,)
-    if not finite.all():
-        raise InvalidRequest(
-            f"grads overflow: the summed gradient of row {int(rows[~finite][0])} is not finite "
-            f"in the table's dtype {sums.dtype}"
-        )
-
-
 class EmbeddingTable:
     """A (num_embeddings, embedding_dim) matrix with an optimizer. Thread-safe."""
 
@@ -112,15 +100,7 @@ class EmbeddingTable:
         self.changes = 0  # changes since creation (or restore); see _note_change
         self._changed_rows: np.ndarray | None = None  # (num_embeddings,) bool while tracking
         self._lock = threading.Lock()
-        # Set by the registry: raises BudgetExceeded if growing by that many bytes breaks the
-        # memory budget (the pending gradient is memory too).
-        self.memory_check: Callable[[int], None] | None = None
-        self._pending_rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
-        self._pending_sums = np.empty((0, embedding_dim), dtype=self.dtype)  # (capacity, dim)
-        self._pending_count = 0  # slots in use
-        self._index_rows = np.empty(0, dtype=np.int64)  # (count,) the pending rows, sorted
-        self._index_slots = np.empty(0, dtype=np.int64)  # (count,) slot of each of those rows
-        self._pushes_since_apply = 0
+        self.pending_gradient = PendingGradient(embedding_dim, self.dtype)
 
     # -- shape and size -------------------------------------------------------------------
     @property
@@ -133,15 +113,12 @@ class EmbeddingTable:
 
     @property
     def pending_rows(self) -> int:
-        return self._pending_count
+        return self.pending_gradient.count
 
     @property
     def pending_nbytes(self) -> int:
         """Bytes held by the pending gradient: grows with the rows pushed, not the table size."""
-        return (
-            self._pending_rows.nbytes + self._pending_sums.nbytes
-            + self._index_rows.nbytes + self._index_slots.nbytes
-        )
+        return self.pending_gradient.nbytes
 
     @property
     def nbytes(self) -> int:
@@ -160,7 +137,7 @@ class EmbeddingTable:
             "optimizer": self.optimizer.config(),
             "max_staleness": self.max_staleness,
             "step": self.step,
-            "pending_rows": self._pending_count,
+            "pending_rows": self.pending_gradient.count,
             "nbytes": self.nbytes,
         }
 
@@ -240,17 +217,17 @@ class EmbeddingTable:
             self._check_staleness(step)
             if apply:
                 if len(rows) == 0:  # an empty step changes nothing, as apply() with nothing
-                    return PushResult(0, self._pending_count, self.step)
+                    return PushResult(0, self.pending_gradient.count, self.step)
                 self.step += 1
                 self.optimizer.update(
                     self.weights, self.state, rows, sums, self.optimizer.lr, self.step
                 )
                 self._note_change(rows)
-                return PushResult(ids.size, self._pending_count, self.step, len(rows))
-            self._accumulate(rows, slot_of_id.reshape(-1), flat_grads)
+                return PushResult(ids.size, self.pending_gradient.count, self.step, len(rows))
+            self.pending_gradient.add(rows, slot_of_id.reshape(-1), flat_grads)
             self._note_change(None)
-            self._pushes_since_apply += 1
-            return PushResult(ids.size, self._pending_count, self.step)
+            self.pending_gradient.pushes += 1
+            return PushResult(ids.size, self.pending_gradient.count, self.step)
 
     def apply(self, lr: float | None = None, average: bool = False) -> ApplyResult:
         """One optimizer step over every row with a pending gradient, then clear it. With
@@ -259,21 +236,21 @@ class EmbeddingTable:
         if lr is not None and not (lr > 0 and np.isfinite(lr)):
             raise InvalidRequest(f"lr must be a finite number > 0, got {lr!r}")
         with self._lock:
-            count = self._pending_count
+            pending = self.pending_gradient
+            count = pending.count
             if count == 0:
-                self._pushes_since_apply = 0  # empty pushes end their round too
+                pending.pushes = 0  # empty pushes end their round too
                 return ApplyResult(self.step, 0)
-            rows = self._pending_rows[:count]
-            sums = self._pending_sums[:count]
-            if average and self._pushes_since_apply > 1:
-                sums = sums / self._pushes_since_apply
+            rows, sums = pending.rows, pending.sums
+            if average and pending.pushes > 1:
+                sums = sums / pending.pushes
             self.step += 1
             self.optimizer.update(
                 self.weights, self.state, rows, sums, self.optimizer.lr if lr is None else lr,
                 self.step,
             )
             self._note_change(rows)
-            self._clear_pending()
+            pending.clear()
             return ApplyResult(self.step, count)
 
     def _acquire(self, wait: bool) -> None:
@@ -292,83 +269,17 @@ class EmbeddingTable:
     def pending(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Copies of (rows, sums, pushes since the last apply) of the pending gradient."""
         with self._lock:
-            count = self._pending_count
-            return (
-                self._pending_rows[:count].copy(),
-                self._pending_sums[:count].copy(),
-                self._pushes_since_apply,
-            )
-
-    def _accumulate(self, rows: np.ndarray, row_of_id: np.ndarray, grads: np.ndarray) -> None:
-        """Add grads[j] (n, dim) into the pending sum of rows[row_of_id[j]], in order of j.
-        rows (k,) are sorted and distinct (np.unique). Each pending sum starts at 0.0 and gets
-        the pushed rows added one by one, push after push: bit-identical to np.add.at into one
-        dense pending buffer across every push since the last apply. Costs
-        O(n * dim + k log(pending) + pending) (the index insert); caller holds the lock."""
-        count = self._pending_count
-        position = np.searchsorted(self._index_rows, rows)  # (k,) where each row is or would go
-        found = position < count
-        found[found] = self._index_rows[position[found]] == rows[found]
-        slots = np.empty(len(rows), dtype=np.int64)  # (k,)
-        slots[found] = self._index_slots[position[found]]
-        new = ~found
-        # The k rows' new sums are made aside (same additions, same order) so that a push whose
-        # sums overflow is refused with nothing changed.
-        sums = np.zeros((len(rows), self.embedding_dim), dtype=self.dtype)  # (k, dim)
-        sums[found] = self._pending_sums[slots[found]]
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
-            add_rows_at(sums, row_of_id, grads, distinct=len(rows) == len(grads))
-        check_finite_sums(rows, sums)
-        new_count = len(rows) - int(found.sum())
-        if new_count:
-            self._reserve(count + new_count)
-            new_slots = np.arange(count, count + new_count)
-            slots[new] = new_slots
-            self._pending_rows[new_slots] = rows[new]
-            self._index_rows = np.insert(self._index_rows, position[new], rows[new])
-            self._index_slots = np.insert(self._index_slots, position[new], new_slots)
-            self._pending_count = count + new_count
-        self._pending_sums[slots] = sums
-
-    def _reserve(self, capacity: int) -> None:
-        """Room for `capacity` pending rows: doubling where the memory budget allows, else just
-        what is needed; BudgetExceeded, with nothing changed, when not even that fits."""
-        current = len(self._pending_rows)
-        if capacity <= current:
-            return
-        row_bytes = self._pending_rows.itemsize + self.embedding_dim * self.dtype.itemsize
-        wanted = max(capacity, 2 * current, 64)
-        if self.memory_check is not None:
-            try:
-                self.memory_check((wanted - current) * row_bytes)
-            except BudgetExceeded:
-                self.memory_check((capacity - current) * row_bytes)
-                wanted = capacity
-        capacity = wanted
-        rows = np.empty(capacity, dtype=np.int64)
-        sums = np.empty((capacity, self.embedding_dim), dtype=self.dtype)
-        rows[: self._pending_count] = self._pending_rows[: self._pending_count]
-        sums[: self._pending_count] = self._pending_sums[: self._pending_count]
-        self._pending_rows, self._pending_sums = rows, sums
-
-    def _clear_pending(self) -> None:
-        self._index_rows = np.empty(0, dtype=np.int64)
-        self._index_slots = np.empty(0, dtype=np.int64)
-        self._pending_count = 0
-        self._pushes_since_apply = 0
-        if len(self._pending_rows) > 65536:  # give back the memory of an unusually large round
-            self._pending_rows = np.empty(0, dtype=np.int64)
-            self._pending_sums = np.empty((0, self.embedding_dim), dtype=self.dtype)
+            pending = self.pending_gradient
+            return pending.rows.copy(), pending.sums.copy(), pending.pushes
 
     def restore_pending(self, rows: np.ndarray, sums: np.ndarray, pushes: int) -> None:
         """Put back a pending gradient read by pending() (snapshots)."""
         with self._lock:
-            if self._pending_count:
-                self._clear_pending()
+            self.pending_gradient.clear()
             if len(rows):
                 distinct, row_of_id = np.unique(rows.astype(np.int64), return_inverse=True)
-                self._accumulate(distinct, row_of_id, sums.astype(self.dtype, copy=False))
-            self._pushes_since_apply = pushes
+                self.pending_gradient.add(distinct, row_of_id, sums.astype(self.dtype, copy=False))
+            self.pending_gradient.pushes = pushes
             self._note_change(None)
 
     # -- whole-table changes and snapshots ---------------------------------------------------
@@ -382,8 +293,8 @@ class EmbeddingTable:
                 f"like table {self.name!r}, got {list(weights.shape)} {weights.dtype}"
             )
         with self._lock:
-            dropped = self._pending_count
-            self._clear_pending()
+            dropped = self.pending_gradient.count
+            self.pending_gradient.clear()
             self.weights = weights
             self._note_change(slice(None))
             return dropped
@@ -402,14 +313,14 @@ class EmbeddingTable:
             self._changed_rows = None
             rows = np.empty(0, np.int64) if changed is None else np.flatnonzero(changed)
             bring_up_to_date(rows)
-            count = self._pending_count
+            pending = self.pending_gradient
             return TablePoint(
                 step=self.step,
                 changes=self.changes,
                 optimizer=self.optimizer.config(),
-                pending_rows=self._pending_rows[:count].copy(),
-                pending_sums=self._pending_sums[:count].copy(),
-                pushes_since_apply=self._pushes_since_apply,
+                pending_rows=pending.rows.copy(),
+                pending_sums=pending.sums.copy(),
+                pushes_since_apply=pending.pushes,
             )
 
     def cancel_change_tracking(self) -> None:
