@@ -83,6 +83,42 @@ async def run_numeric(
     return await run_in_threadpool(operation, *args, **kwargs)
 
 
+OFF_LOOP_BYTES = 1 << 16  # JSON and .npz work on more than this runs in the thread pool
+
+
+async def off_loop(size: int, work: Callable[..., Result], *args: Any) -> Result:
+    """work(*args) inline when `size` (bytes to decode or values to encode) is small, else in
+    the thread pool: decoding a large JSON or .npz body, or encoding a large JSON reply, takes
+    milliseconds, and the event loop keeps serving other requests meanwhile."""
+    if size <= OFF_LOOP_BYTES:
+        return work(*args)
+    return await run_in_threadpool(work, *args)
+
+
+def parse_json_lookup(body: bytes, settings: Settings) -> np.ndarray:
+    fields = codecs.parse_json_object(body)
+    codecs.reject_unknown_fields(fields, {"ids"})
+    return codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+
+
+def parse_json_push(
+    body: bytes, settings: Settings, embedding_dim: int
+) -> tuple[np.ndarray, np.ndarray, bool, int | None]:
+    """ids, grads, apply and step of a JSON push."""
+    fields = codecs.parse_json_object(body)
+    codecs.reject_unknown_fields(fields, {"ids", "grads", "apply", "step"})
+    ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+    grads = codecs.json_array(fields.get("grads"), "grads", "iuf", settings.max_json_depth + 1)
+    apply, step = fields.get("apply", False), fields.get("step")
+    if type(apply) is not bool:
+        raise InvalidRequest(f"apply must be true or false, got {apply!r}")
+    if step is not None and type(step) is not int:
+        raise InvalidRequest(f"step must be an integer, got {step!r}")
+    if ids.size == 0 and grads.size == 0:  # JSON cannot say (0, dim): [] means no rows
+        grads = grads.reshape(*ids.shape, embedding_dim)
+    return ids, grads, apply, step
+
+
 def check_count(ids: np.ndarray, settings: Settings) -> None:
     limit = settings.max_ids_per_request
     if ids.size > limit:
@@ -138,9 +174,7 @@ async def lookup(exchange: Exchange) -> Response:
     if fmt == NPY:
         ids = codecs.parse_npy(body, "ids")
     else:
-        fields = codecs.parse_json_object(body)
-        codecs.reject_unknown_fields(fields, {"ids"})
-        ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+        ids = await off_loop(len(body), parse_json_lookup, body, settings)
     check_count(ids, settings)
     exchange.note(table, ids.size)
     shape = (*ids.shape, table.embedding_dim)
@@ -151,7 +185,8 @@ async def lookup(exchange: Exchange) -> Response:
         return Response(buffer.data, media_type=NPY, headers={"X-Table-Step": str(step)})
     rows, step = await run_numeric(exchange, ids.size, table.lookup, ids)
     exchange.note(table, ids.size, looked_up=ids.size)
-    body_out = codecs.dumps({"shape": list(shape), "step": step, "vectors": rows})
+    body_out = await off_loop(rows.size, codecs.dumps,
+                              {"shape": list(shape), "step": step, "vectors": rows})
     return Response(body_out, media_type=JSON, headers={"X-Table-Step": str(step)})
 
 
@@ -164,20 +199,14 @@ async def push(exchange: Exchange) -> Response:
     body = await exchange.read_body()
     fmt = format_of_content_type(exchange.content_type, NPZ, NPY)
     if fmt == JSON:
-        fields = codecs.parse_json_object(body)
-        codecs.reject_unknown_fields(fields, {"ids", "grads", "apply", "step"})
-        ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
-        grads = codecs.json_array(fields.get("grads"), "grads", "iuf", settings.max_json_depth + 1)
-        apply, step = fields.get("apply", False), fields.get("step")
-        if type(apply) is not bool:
-            raise InvalidRequest(f"apply must be true or false, got {apply!r}")
-        if step is not None and type(step) is not int:
-            raise InvalidRequest(f"step must be an integer, got {step!r}")
-        if ids.size == 0 and grads.size == 0:  # JSON cannot say (0, dim): [] means no rows
-            grads = grads.reshape(*ids.shape, table.embedding_dim)
+        ids, grads, apply, step = await off_loop(
+            len(body), parse_json_push, body, settings, table.embedding_dim
+        )
     else:
         if fmt == NPZ:
-            arrays = codecs.parse_npz(body, ("ids", "grads"), settings.max_body_bytes)
+            arrays = await off_loop(
+                len(body), codecs.parse_npz, body, ("ids", "grads"), settings.max_body_bytes
+            )
             ids, grads = arrays["ids"], arrays["grads"]
         else:
             ids, grads = codecs.parse_npy_pair(body, "ids", "grads")
