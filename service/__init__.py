@@ -5,39 +5,7 @@ The client is re-exported here: `from service import EmbeddingClient`.
 
 __version__ = "0.1.0"
 
-from service.client import (  # noqa: E402  (after __version__, which the server imports)
-    ApplyResult,
-    AsyncEmbeddingClient,
-    EmbeddingClient,
-    EmbeddingClientError,
-    InvalidRequestError,
-    Lookup,
-    PayloadTooLargeError,
-    PushResult,
-    ServerError,
-    ServerUnavailableError,
-    StaleGradientError,
-    TableExistsError,
-    TableInfo,
-    TableNotFoundError,
-    UnauthorizedError,
-)
+from service import client  # noqa: E402  (after __version__, which the server imports)
+from service.client import *  # noqa: E402, F403  (the client's public names, one list)
 
-__all__ = [
-    "ApplyResult",
-    "AsyncEmbeddingClient",
-    "EmbeddingClient",
-    "EmbeddingClientError",
-    "InvalidRequestError",
-    "Lookup",
-    "PayloadTooLargeError",
-    "PushResult",
-    "ServerError",
-    "ServerUnavailableError",
-    "StaleGradientError",
-    "TableExistsError",
-    "TableInfo",
-    "TableNotFoundError",
-    "UnauthorizedError",
-    "__version__",
-]
+__all__ = [*client.__all__, "__version__"]
