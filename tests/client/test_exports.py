@@ -1,10 +1,13 @@
-"""The public API: what `service` and `service.client` export, and that the client imports
-nothing of the server side (FastAPI, Starlette, pydantic, uvicorn)."""
+"""The public API: what `service` and `service.client` export, that the client imports nothing
+of the server side (FastAPI, Starlette, pydantic, uvicorn), and that the numeric core loads no
+client library (the package re-exports the client lazily)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 import service
 import service.client
@@ -37,6 +40,8 @@ def test_client_exports() -> None:
 
 def test_package_reexports_the_client() -> None:
     assert set(service.__all__) == CLIENT_API | {"__version__"}
+    assert set(service.CLIENT_NAMES) == set(service.client.__all__)  # the lazy list, kept equal
+    assert set(service.__all__) <= set(dir(service))
     for name in CLIENT_API:
         assert getattr(service, name) is getattr(service.client, name)
     assert service.__version__ == "0.1.0"
@@ -51,3 +56,31 @@ def test_client_imports_nothing_of_the_server() -> None:
     output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def loaded_modules(statement: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `statement`."""
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout
+    return set(output.split())
+
+
+CLIENT_LIBRARIES = {"httpx", "httpcore", "h11", "anyio", "orjson", "service.client"}
+
+
+def test_core_loads_no_client_library() -> None:
+    """`import service.core` (and the bare package) must not pull in the client's HTTP stack:
+    service/__init__.py re-exports the client through a module __getattr__."""
+    for statement in ("import service.core", "import service"):
+        assert loaded_modules(statement) & CLIENT_LIBRARIES == set(), statement
+
+
+def test_lazy_reexport_imports_the_client_on_first_use() -> None:
+    loaded = loaded_modules("from service import EmbeddingClient")
+    assert {"httpx", "service.client"} <= loaded
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchClient'"):
+        _ = service.NoSuchClient  # type: ignore[attr-defined]
