@@ -19,10 +19,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.docs_ui import ASSETS_PATH, DOCS_PATH, OAUTH2_REDIRECT_PATH, REDOC_PATH
 from service.api.errors import error_reply
 
-OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                        "/redoc"})
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", DOCS_PATH, OAUTH2_REDIRECT_PATH,
+                        REDOC_PATH})
+OPEN_PREFIXES = (ASSETS_PATH + "/",)  # the API pages' scripts, styles and fonts
 
 
 def route_path(scope: Scope) -> str:
@@ -33,7 +35,7 @@ def route_path(scope: Scope) -> str:
 
 
 def requires_token(path: str) -> bool:
-    return path not in OPEN_PATHS
+    return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
 
 
 class BearerAuth:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.allocator import tune_malloc
 from service.api.auth import BearerAuth, document_bearer_auth
+from service.api.docs_ui import install_docs
 from service.api.durability import durable_tables
 from service.api.errors import install_error_handlers
 from service.api.fast_path import BinaryFastPath
@@ -60,6 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Named embedding tables in memory: lookup, gradient push, optimizer apply.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service.api.docs_ui: no CDN
+        redoc_url=None,
+        # operationId = the function's name (lookup, push_gradients): what generated clients
+        # name their methods, instead of FastAPI's lookup_v1_tables__name__lookup_post
+        generate_unique_id_function=lambda route: route.name,
         **NO_FASTAPI_TELEMETRY,
     )
     app.state.settings = settings
@@ -97,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, tables, operations, snapshots):
         app.include_router(module.router)
+    install_docs(app)
     return app
 
 

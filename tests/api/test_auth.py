@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from service.api import codecs
-from service.api.auth import OPEN_PATHS, requires_token
+from service.api.auth import OPEN_PATHS, OPEN_PREFIXES, requires_token
 from tests.conftest import LiveServer
 
 TOKEN = "correct horse battery staple"
@@ -47,7 +48,9 @@ def every_route(app: FastAPI) -> list[tuple[str, str]]:
     found = []
     for route in all_routes(app):
         assert isinstance(route.path, str), f"unexpected route kind {route!r}"
-        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: "words", route.path)
+        # a table name, or for the API pages' assets one of their files
+        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: "swagger-ui.css" if m[1] == "path"
+                      else "words", route.path)
         for method in sorted(route.methods or {"GET"}):
             if method != "HEAD":
                 found.append((method, path))
@@ -62,6 +65,7 @@ def test_every_v1_route_needs_the_token(app: FastAPI) -> None:
     assert all(requires_token(path) for path in v1)
     assert {"/healthz", "/metrics"} <= OPEN_PATHS
     assert not any(path.startswith("/v1") for path in OPEN_PATHS)
+    assert not any(path.startswith("/v1") for path in OPEN_PREFIXES)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +175,30 @@ def test_uvicorn_without_a_token_warns_at_start(live_server: LiveServer) -> None
     warnings = [line for line in live_server.output().splitlines() if "unauthenticated" in line]
     assert len(warnings) == 1
     assert '"level":"warning"' in warnings[0]
+
+
+def status_of_raw_path(app: FastAPI, path: str) -> int:
+    """The status the app answers a GET of `path` exactly as sent (HTTP clients, TestClient
+    included, would collapse the dot segments first; uvicorn passes them through)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "headers": [], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    anyio.run(app, scope, receive, send)
+    return int(sent[0]["status"])
+
+
+@pytest.mark.parametrize("path", ["/docs/assets/../v1/tables", "/docs/assets/../../v1/tables",
+                                  "/docs/assets/%2e%2e/v1/tables"])
+def test_the_open_asset_prefix_reaches_no_protected_route(app: FastAPI, path: str) -> None:
+    """/docs/assets/ is open; a path that walks out of it must not reach a /v1 route."""
+    assert status_of_raw_path(app, "/v1/tables") == 401
+    assert status_of_raw_path(app, path) == 404

@@ -36,19 +36,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def npy_schema(description: str) -> dict[str, Any]:
-    return {"schema": {"type": "string", "format": "binary"}, "description": description}
+def binary_content(description: str) -> dict[str, Any]:
+    """A binary media type's entry. OpenAPI's Media Type Object has no `description` (strict
+    validators refuse one): the sentence goes on its schema, which Swagger UI shows as well."""
+    return {"schema": {"type": "string", "format": "binary", "description": description}}
 
 
 def body_doc(json_model: type, binary: dict[str, str]) -> dict[str, Any]:
-    """A request body of JSON (json_model) or binary media types ({media type: description})."""
+    """A request body of JSON (json_model) or binary media types ({media type: description});
+    the body's own description lists every format, one line each."""
+    formats = [f"`{JSON}`: {json_model.__name__}", *(f"`{media}`: {description}"
+                                                      for media, description in binary.items())]
     return {
         "requestBody": {
             "required": True,
+            "description": "One of:\n\n" + "\n".join(f"- {line}" for line in formats),
             "content": {
                 JSON: {"schema": json_model.model_json_schema(
                     ref_template="#/components/schemas/{model}")},
-                **{media: npy_schema(description) for media, description in binary.items()},
+                **{media: binary_content(description) for media, description in binary.items()},
             },
         }
     }
@@ -58,8 +64,9 @@ def body_doc(json_model: type, binary: dict[str, str]) -> dict[str, Any]:
     "/{name}/lookup",
     responses={
         200: {"content": {JSON: {"schema": LookupReply.model_json_schema()},
-                          NPY: npy_schema("rows, shape ids.shape + (embedding_dim,)")},
-              "description": "The rows W[ids]; header X-Table-Step holds the table step."},
+                          NPY: binary_content("rows, shape ids.shape + (embedding_dim,)")},
+              "description": "The rows W[ids], as JSON or .npy of shape ids.shape + "
+                             "(embedding_dim,); header X-Table-Step holds the table step."},
         **ERRORS,
     },
     openapi_extra=body_doc(LookupRequest, {NPY: "an integer array of ids (.npy)"}),
