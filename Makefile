@@ -1,8 +1,10 @@
 # The commands people and CI run. Each sets itself up on a fresh machine: it makes the virtual
-# environment .venv with Python 3.11 and installs the project into it when pyproject.toml changes.
+# environment .venv with Python 3.11 and installs the project into it when pyproject.toml changes
+# (`make serve` the service, `.[server]`; `make test` the test extra, which includes the server).
 #
 #   make serve        start the service on http://127.0.0.1:8000 (in-memory tables)
-#   make test         run the whole test suite
+#   make test         run the whole test suite (the browser tests need Debian's chromium and
+#                     chromium-driver: .ci/run installs them)
 #   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py): installs
 #                     the bench extra and Debian's redis-server if missing, prints the table,
 #                     writes bench/results/latest.{md,json,png}; BENCH_ARGS=--quick for a smoke run
@@ -13,6 +15,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+SERVER_STAMP := $(VENV)/.server-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -28,9 +31,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+$(SERVER_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server]'
+	@touch $(SERVER_STAMP)
+
 install: $(STAMP)
 
-serve: $(STAMP)
+serve: $(SERVER_STAMP)
 	$(BIN)/python -m uvicorn service.api.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --workers 1
 
 test: $(STAMP)

@@ -12,6 +12,7 @@ loudly; under CI (CI=true) they fail instead, because there the engine must be h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -204,6 +205,24 @@ def test_image_holds_the_installed_service_and_no_build_tools(stack: ComposeStac
     assert not venv_commands & {"pip", "pip3", "pytest"}
     assert stack.exec("sh", "-c", "ls -d /src /opt/venv/lib/python3.11/site-packages/tests "
                       "2>/dev/null; true") == ""
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(BUILD_SECONDS + 300)
+def test_image_serves_the_api_pages_from_the_package(stack: ComposeStack) -> None:
+    """/docs and /redoc in the container load their files from the service itself (no CDN),
+    byte for byte the pinned ones (tests/api/test_docs_assets.py checks the same in-process)."""
+    manifest = json.loads((ROOT / "service/api/docs_assets/manifest.json").read_text())
+    with httpx.Client(base_url=stack.url, timeout=30.0) as http:
+        pages = http.get("/docs").text + http.get("/redoc").text
+        assets = set(re.findall(r"/docs/assets/[\w./-]+", pages))
+        assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/redoc.standalone.js"} <= assets
+        assert "://" not in pages.replace("window.location.origin", "")
+        for path in assets:
+            reply = http.get(path)
+            assert reply.status_code == 200, path
+            assert hashlib.sha256(reply.content).hexdigest() == \
+                manifest["sha256"][path.removeprefix("/docs/assets/")], path
 
 
 @pytest.mark.docker

@@ -100,30 +100,27 @@ def generated_client(
 def test_a_generated_client_calls_healthz_and_a_json_lookup(
     generated_client: ModuleType, live_server: LiveServer, table_name: str
 ) -> None:
-    api = importlib.import_module(f"{generated_client.__name__}.api")
-    models = importlib.import_module(f"{generated_client.__name__}.models")
-    client = generated_client.Client(base_url=live_server.url, raise_on_unexpected_status=True)
-
-    health = importlib.import_module(f"{api.__name__}.health.healthz").sync(client=client)
-    assert health.to_dict() == {"status": "ok"}
-
-    tables = importlib.import_module(f"{api.__name__}.tables")
-    created = importlib.import_module(f"{tables.__name__}.create_table").sync(
-        client=client, body=models.CreateTable.from_dict(
+    package = generated_client.__name__
+    models = importlib.import_module(f"{package}.models")
+    healthz = importlib.import_module(f"{package}.api.health.healthz")
+    create_table = importlib.import_module(f"{package}.api.tables.create_table")
+    lookup = importlib.import_module(f"{package}.api.operations.lookup")
+    ids = [[4, 0], [0, 2]]
+    with generated_client.Client(base_url=live_server.url) as client:
+        health = healthz.sync(client=client)
+        created = create_table.sync(client=client, body=models.CreateTable.from_dict(
             {"name": table_name, "num_embeddings": 5, "embedding_dim": 2, "dtype": "float64",
              "seed": 3}))
-    assert created.name == table_name and created.step == 0
+        reply = lookup.sync(name=table_name, client=client,
+                            body=models.LookupJsonLookupRequest.from_dict({"ids": ids}))
+        missing = lookup.sync(name=f"{table_name}-missing", client=client,
+                              body=models.LookupJsonLookupRequest.from_dict({"ids": [0]}))
 
-    lookup = importlib.import_module(f"{api.__name__}.operations.lookup")
-    ids = [[4, 0], [0, 2]]
-    reply = lookup.sync(name=table_name, client=client,
-                        body=models.LookupJsonLookupRequest.from_dict({"ids": ids}))
+    assert health.to_dict() == {"status": "ok"}
+    assert created.name == table_name and created.step == 0
     exported = httpx.get(f"{live_server.url}/v1/tables/{table_name}/weights", timeout=10)
-    weights = np.load(io.BytesIO(exported.content))  # (5, 2) float64, the oracle
+    weights = np.load(io.BytesIO(exported.content))  # (5, 2) float64: the oracle
     assert reply.shape == [2, 2, 2] and reply.step == 0
     np.testing.assert_array_equal(np.array(reply.vectors, dtype=np.float64), weights[ids])
-
-    missing = lookup.sync(name=f"{table_name}-missing", client=client,
-                          body=models.LookupJsonLookupRequest.from_dict({"ids": [0]}))
-    assert isinstance(missing, models.ErrorReply)
+    assert isinstance(missing, models.ErrorReply)  # the 404, typed by the generated client
     assert f"{table_name}-missing" in missing.detail
