@@ -1,7 +1,16 @@
 """Building blocks of dynamic tables (any 64-bit key, rows made on first use, admission,
-eviction): the key index, the initial row of a key, admission counting, eviction bookkeeping.
-Each is usable and tested on its own; the dynamic table assembles them."""
+eviction), each usable and tested on its own; the dynamic table assembles them:
 
+- KeyIndex          int64 key -> row slot, batched, with a free list (keyindex)
+- initial_rows      a key's initial row, a pure function of (seed, init spec, key)
+- AdmissionCounter  push counts of not-yet-admitted keys, capped (admission)
+- EvictionTracker   last update step and count per row; ttl, lru and lfu victims (eviction)
+- backend           numba or numpy: the module-level choice of kernels
+"""
+
+from service.core.dynamic.admission import AdmissionCounter
+from service.core.dynamic.eviction import EvictionTracker
+from service.core.dynamic.initial_rows import initial_rows
 from service.core.dynamic.keyindex import KeyIndex, as_keys
 
-__all__ = ["KeyIndex", "as_keys"]
+__all__ = ["AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows"]

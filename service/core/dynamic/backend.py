@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from types import ModuleType
+from typing import Any, Literal, TypeVar, cast
 
 Backend = Literal["numba", "numpy"]
 BACKENDS: tuple[Backend, ...] = ("numba", "numpy")
 
+numba: ModuleType | None
 try:
     import numba
-
-    NUMBA_AVAILABLE = True
 except ImportError:  # pragma: no cover - numba is a dependency; this keeps the numpy mode alive
     numba = None
-    NUMBA_AVAILABLE = False
+NUMBA_AVAILABLE = numba is not None
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +35,7 @@ def kernel(function: F) -> F:
     cache: compiled once per machine, not per process). Without numba, the plain function."""
     if numba is None:  # pragma: no cover
         return function
-    return numba.njit(nogil=True, cache=True)(function)  # type: ignore[no-any-return]
+    return cast(F, numba.njit(nogil=True, cache=True)(function))
 
 
 def _initial_backend() -> Backend:

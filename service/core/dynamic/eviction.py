@@ -78,7 +78,7 @@ class EvictionTracker:
         return sum(int(a.nbytes) for a in self._arrays())
 
     def _arrays(self) -> list[np.ndarray]:
-        arrays = [self._last_step, self._updates]
+        arrays: list[np.ndarray] = [self._last_step, self._updates]
         if self._has_list:
             arrays += [self._prev, self._next]
         if self._has_heap:

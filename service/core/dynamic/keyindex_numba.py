@@ -22,7 +22,9 @@ _S32 = np.uint64(32)
 
 
 @kernel
-def _find(buckets: np.ndarray, slot_keys: np.ndarray, key: np.int64) -> tuple[int, int]:
+def _find(
+    buckets: np.ndarray, slot_keys: np.ndarray, key: np.int64
+) -> tuple[np.int64, np.int64]:
     """(slot, bucket) of `key`, or (-1, first empty bucket on its probe path)."""
     cap = buckets.size
     tag = mix64_scalar(np.uint64(key)) >> _S32
@@ -30,14 +32,14 @@ def _find(buckets: np.ndarray, slot_keys: np.ndarray, key: np.int64) -> tuple[in
     while True:
         entry = buckets[position]
         if entry == 0:
-            return -1, position
+            return np.int64(-1), position
         if (entry >> _S32) == tag:
             slot = np.int64(entry & _LOW32) - 1
             if slot_keys[slot] == key:
                 return slot, position
-        position += 1
+        position += 1  # type: ignore[assignment]
         if position == cap:
-            position = 0
+            position = 0  # type: ignore[assignment]
 
 
 @kernel
@@ -57,9 +59,9 @@ def place(buckets: np.ndarray, entries: np.ndarray) -> None:
         entry = entries[i]
         position = np.int64(((entry >> _S32) * np.uint64(cap)) >> _S32)
         while buckets[position] != 0:
-            position += 1
+            position += 1  # type: ignore[assignment]
             if position == cap:
-                position = 0
+                position = 0  # type: ignore[assignment]
         buckets[position] = entry
 
 
@@ -79,7 +81,7 @@ def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
         while True:
             here += 1
             if here == cap:
-                here = 0
+                here = 0  # type: ignore[assignment]
             entry = buckets[here]
             if entry == 0:
                 break

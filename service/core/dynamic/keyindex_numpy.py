@@ -33,7 +33,9 @@ def homes_of(tags: np.ndarray, capacity: int) -> np.ndarray:
     return ((tags * np.uint64(capacity)) >> _S32).astype(np.int64)
 
 
-def find(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def find(
+    buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """((n,) slot of each key or -1, (n,) its bucket or -1)."""
     cap = buckets.size
     tags = tags_of(keys)  # (n,)

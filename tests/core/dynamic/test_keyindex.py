@@ -186,3 +186,27 @@ def test_bucket_growth_keeps_load_at_most_point_seven() -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="backend must be one of numba, numpy, got 'cuda'"):
         KeyIndex("cuda")
+
+
+def test_package_exports() -> None:
+    import service.core.dynamic as dynamic
+
+    assert dynamic.__all__ == [
+        "AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows"]
+    assert all(hasattr(dynamic, name) for name in dynamic.__all__)
+
+
+def test_the_dynamic_package_stays_in_the_core_layer() -> None:
+    """Nothing here imports the web layer, the client or a web library (STYLE.md layers)."""
+    import ast
+    from pathlib import Path
+
+    import service.core.dynamic as dynamic
+
+    forbidden = ("service.api", "service.client", "fastapi", "starlette", "httpx")
+    for path in Path(dynamic.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
