@@ -114,32 +114,33 @@ class EvictionTracker:
             setattr(self, name, grown)
 
     def _call_arguments(self) -> tuple[np.ndarray, ...]:
-        return (self._last_step, self._updates, self._keys(), self._prev, self._next,
+        # The kernels read the keys of live slots only, all below the index's slot_count.
+        return (self._last_step, self._updates, self.index.slot_keys, self._prev, self._next,
                 self._ends, self._heap, self._position, self._counts)
-
-    def _keys(self) -> np.ndarray:
-        keys = self.index.slot_keys
-        if keys.size < self._last_step.size:  # slots the index has not handed out are not live
-            keys = np.concatenate([keys, np.zeros(self._last_step.size - keys.size, np.int64)])
-        return keys
 
     def touch(self, slots: np.ndarray, step: int) -> None:
         """Record an update at `step` of each slot's row (a slot with no live row starts one,
-        count 1). Repeats count once. Steps never go back: a smaller step than the last one
+        count 1). Repeats count once. Slots whose keys ascend (np.unique's order, as a push
+        has them) skip a sort. Steps never go back: a smaller step than the last one
         touched is a ValueError, with nothing changed."""
         if step < self.last_touched_step:
             raise ValueError(f"step {step} is before the last touched step "
                              f"{self.last_touched_step}")
-        slots = np.unique(np.asarray(slots, dtype=np.int64))  # (u,)
+        slots = np.asarray(slots, dtype=np.int64).ravel()  # (u,)
         if slots.size == 0:
             return
-        if slots[0] < 0 or slots[-1] >= self.index.slot_count:
-            raise ValueError(f"slot {int(slots[0] if slots[0] < 0 else slots[-1])} is not a "
-                             f"slot of the index (slot_count {self.index.slot_count})")
+        low, high = int(slots.min()), int(slots.max())
+        if low < 0 or high >= self.index.slot_count:
+            raise ValueError(f"slot {low if low < 0 else high} is not a slot of the index "
+                             f"(slot_count {self.index.slot_count})")
         self._fit(self.index.slot_count)
         last_step, updates, keys, prev, next_, ends, heap, position, counts = (
             self._call_arguments())
-        batch = slots[np.argsort(keys[slots], kind="stable")]  # (u,) in key order
+        batch_keys = keys[slots]  # (u,)
+        if not (batch_keys[1:] > batch_keys[:-1]).all():  # sorted, distinct keys skip the sort
+            slots = np.unique(slots)
+            slots = slots[np.argsort(keys[slots], kind="stable")]
+        batch = slots
         kernels.touch(last_step, updates, keys, batch, step, prev, next_, ends, heap, position,
                       counts, self._has_list, self._has_heap)
         self.last_touched_step = step

@@ -139,16 +139,23 @@ class KeyIndex:
         keys = np.ascontiguousarray(as_keys(keys).ravel())
         slots = self.lookup(keys)  # (n,)
         created = np.zeros(keys.size, dtype=bool)
-        missing = np.flatnonzero(slots < 0)  # (m,)
-        if missing.size:
-            new_keys, first, inverse = np.unique(
-                keys[missing], return_index=True, return_inverse=True
-            )
-            by_appearance = np.argsort(first, kind="stable")  # distinct new keys, first seen first
-            new_slots = np.empty(new_keys.size, dtype=np.int64)
-            new_slots[by_appearance] = self._add(new_keys[by_appearance])
-            slots[missing] = new_slots[inverse]
-            created[missing[first]] = True
+        missing = np.flatnonzero(slots < 0)  # (m,) repeats included: an upper bound of new keys
+        if missing.size == 0:
+            return slots, created
+        self._make_room(missing.size)
+        if self.backend == "numba":
+            counters = np.array([self._free_count, self._slot_count, self._size], np.int64)
+            keyindex_numba.insert_missing(self._buckets, self._slot_keys, self._free, counters,
+                                          keys, missing, slots, created)
+            self._free_count, self._slot_count, self._size = (int(c) for c in counters)
+            return slots, created
+        new_keys, first, inverse = np.unique(keys[missing], return_index=True,
+                                             return_inverse=True)
+        by_appearance = np.argsort(first, kind="stable")  # distinct new keys, first seen first
+        new_slots = np.empty(new_keys.size, dtype=np.int64)
+        new_slots[by_appearance] = self._add(new_keys[by_appearance])
+        slots[missing] = new_slots[inverse]
+        created[missing[first]] = True
         return slots, created
 
     def insert(self, keys: np.ndarray) -> np.ndarray:
@@ -161,6 +168,7 @@ class KeyIndex:
         present = self.lookup(keys) >= 0
         if present.any():
             raise ValueError(f"key {int(keys[present][0])} is already in the index")
+        self._make_room(keys.size)
         return self._add(keys)
 
     def delete(self, keys: np.ndarray) -> np.ndarray:
@@ -179,24 +187,31 @@ class KeyIndex:
         self._free_count = end
         return slots
 
+    def _make_room(self, most: int) -> None:
+        """Room for up to `most` new keys: buckets below MAX_LOAD and slot_keys long enough.
+        Both backends grow by this same upper bound, so they hold the same bytes."""
+        fresh = max(0, most - self._free_count)
+        if self._slot_count + fresh > MAX_SLOTS:
+            raise MemoryError(f"a key index holds at most {MAX_SLOTS} slots")
+        self._reserve(self._size + most)
+        needed = self._slot_count + fresh
+        if needed > self._slot_keys.size:
+            grown = np.zeros(grown_length(self._slot_keys.size, needed), dtype=np.int64)
+            grown[: self._slot_keys.size] = self._slot_keys
+            self._slot_keys = grown
+
     def _add(self, keys: np.ndarray) -> np.ndarray:
-        """Slots for distinct absent keys: free ones first (top of the stack first), then new."""
+        """Slots for distinct absent keys, room made: free ones first (top of the stack
+        first), then new ones."""
         count = keys.size
         reused = min(count, self._free_count)
         fresh = count - reused
-        if self._slot_count + fresh > MAX_SLOTS:
-            raise MemoryError(f"a key index holds at most {MAX_SLOTS} slots")
         slots = np.empty(count, dtype=np.int64)
         slots[:reused] = self._free[self._free_count - reused : self._free_count][::-1]
         slots[reused:] = np.arange(self._slot_count, self._slot_count + fresh)
         self._free_count -= reused
         self._slot_count += fresh
-        if self._slot_count > self._slot_keys.size:
-            grown = np.zeros(grown_length(self._slot_keys.size, self._slot_count), np.int64)
-            grown[: self._slot_keys.size] = self._slot_keys
-            self._slot_keys = grown
         self._slot_keys[slots] = keys
-        self._reserve(self._size + count)
         self._kernels.place(self._buckets, _encode(keys, slots))
         self._size += count
         return slots

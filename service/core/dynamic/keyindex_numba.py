@@ -91,3 +91,28 @@ def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
                 hole = here
         buckets[hole] = 0
     return out
+
+
+@kernel
+def insert_missing(buckets: np.ndarray, slot_keys: np.ndarray, free: np.ndarray,
+                   counters: np.ndarray, keys: np.ndarray, missing: np.ndarray,
+                   slots: np.ndarray, created: np.ndarray) -> None:
+    """Give each keys[i], i in `missing` (in order), a slot: the one an earlier repeat got in
+    this call, else the top of the free stack, else a new one. counters = [free count, slot
+    count, size], updated. The caller reserved room for every missing key."""
+    for i in missing:
+        key = keys[i]
+        slot, hole = _find(buckets, slot_keys, key)
+        if slot < 0:
+            if counters[0] > 0:
+                counters[0] -= 1
+                slot = free[counters[0]]
+            else:
+                slot = counters[1]
+                counters[1] += 1
+            counters[2] += 1
+            slot_keys[slot] = key
+            tag = mix64_scalar(np.uint64(key)) >> _S32
+            buckets[hole] = (tag << _S32) | np.uint64(slot + 1)
+            created[i] = True
+        slots[i] = slot

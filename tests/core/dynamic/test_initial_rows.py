@@ -133,3 +133,15 @@ def test_portable_log_sin_cos_match_libm_to_a_few_ulp() -> None:
     sin_u, cos_u = portable_sincos_turns(x)
     np.testing.assert_allclose(sin_u, np.sin(2 * np.pi * x), rtol=0, atol=2e-15)
     np.testing.assert_allclose(cos_u, np.cos(2 * np.pi * x), rtol=0, atol=2e-15)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_both_backends_give_the_same_bytes(spec: InitSpec, dtype: np.dtype) -> None:
+    rng = np.random.default_rng(2)
+    keys = np.concatenate([KEYS, rng.integers(-(2**63), 2**63 - 1, 20_000, dtype=np.int64)])
+    for dim in (1, 33, 64):
+        np.testing.assert_array_equal(
+            initial_rows(keys, dim, dtype, spec, 17, backend="numba"),
+            initial_rows(keys, dim, dtype, spec, 17, backend="numpy"),
+        )

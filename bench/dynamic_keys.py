@@ -1,0 +1,291 @@
+"""The building blocks of dynamic tables, measured against peers in the same run.
+
+    .venv/bin/python bench/dynamic_keys.py             # V = 1,000,000 live keys, ~1-2 minutes
+    .venv/bin/python bench/dynamic_keys.py --quick     # V = 100,000, a smoke run
+    .venv/bin/python bench/dynamic_keys.py --write     # also bench/results/dynamic_keys.md
+
+1. Key index, V live random int64 keys: a lookup of 4096 keys (9 in 10 present), an insert of
+   4096 new keys, a delete of 4096 present keys, bytes per key, for each design: the numba
+   open-addressing index, the same layout probed by numpy, sorted arrays + searchsorted with
+   a sorted delta merged at 64K keys, and a Python dict. Peer: numpy's W[ids] gather of 4096
+   rows from a (V, 64) float32 matrix, the fixed table's own lookup.
+2. A dynamic lookup in the core: key index + gather of present rows + initial rows of the
+   absent ones, against W[ids].
+3. Initial rows of 410 keys x 64 (normal, uniform) against numpy's seeded generator.
+4. Eviction at V live rows: k rows evicted after a step (lru, lfu, ttl), for several k and
+   two table sizes: the cost follows k, not V.
+5. Memory per live row of the key index and the eviction bookkeeping, against the 64-byte
+   budget of the issue.
+Timings are medians; every row prints its ratio to the peer measured right before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.core.dynamic import EvictionTracker, KeyIndex, initial_rows  # noqa: E402
+from service.core.dynamic.admission import AdmissionCounter  # noqa: E402
+from service.core.initializers import InitSpec  # noqa: E402
+
+BATCH, DIM = 4096, 64
+LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+def median_us(run: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None,
+              after: Callable[[], object] | None = None) -> float:
+    """Median of `repeats` timed calls (setup/after untimed, around each)."""
+    samples = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+        if after:
+            after()
+    return float(np.median(samples)) * 1e6
+
+
+class SortedIndex:
+    """The numpy-only alternative: sorted keys + slots, a small sorted delta of new keys
+    merged into the main arrays at DELTA keys, deleted keys marked with slot -1."""
+
+    DELTA = 65536
+
+    def __init__(self, keys: np.ndarray) -> None:
+        order = np.argsort(keys)
+        self.keys, self.slots = keys[order], order.astype(np.int64)
+        self.delta_keys = np.empty(0, np.int64)
+        self.delta_slots = np.empty(0, np.int64)
+        self.next_slot = keys.size
+
+    @staticmethod
+    def _search(sorted_keys: np.ndarray, slots: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        if sorted_keys.size == 0:
+            return np.full(keys.size, -1, np.int64)
+        position = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+        return np.where(sorted_keys[position] == keys, slots[position], -1)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        order = np.argsort(keys)  # sorted needles search faster (cache-friendly)
+        sorted_needles = keys[order]
+        found = self._search(self.keys, self.slots, sorted_needles)
+        missing = found < 0
+        found[missing] = self._search(self.delta_keys, self.delta_slots, sorted_needles[missing])
+        out = np.empty(keys.size, np.int64)
+        out[order] = found
+        return out
+
+    def insert(self, keys: np.ndarray) -> None:  # distinct absent keys
+        slots = np.arange(self.next_slot, self.next_slot + keys.size)
+        self.next_slot += keys.size
+        merged_keys = np.concatenate([self.delta_keys, keys])
+        order = np.argsort(merged_keys, kind="stable")
+        self.delta_keys = merged_keys[order]
+        self.delta_slots = np.concatenate([self.delta_slots, slots])[order]
+        if self.delta_keys.size >= self.DELTA:
+            live = self.slots >= 0
+            keys_all = np.concatenate([self.keys[live], self.delta_keys])
+            order = np.argsort(keys_all, kind="stable")
+            self.keys = keys_all[order]
+            self.slots = np.concatenate([self.slots[live], self.delta_slots])[order]
+            self.delta_keys, self.delta_slots = self.delta_keys[:0], self.delta_slots[:0]
+
+    def delete(self, keys: np.ndarray) -> None:
+        position = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        hit = self.keys[position] == keys
+        self.slots[position[hit]] = -1
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.slots.nbytes + self.delta_keys.nbytes * 2
+
+
+def key_index_rows(size: int, repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
+    present = rng.random(BATCH) < 0.9
+    queries = np.where(present, keys[rng.integers(0, size, BATCH)],
+                       rng.integers(-(2**63), 2**63 - 1, BATCH, dtype=np.int64))
+    weights = rng.standard_normal((size, DIM), dtype=np.float32)
+    ids = rng.integers(0, size, BATCH)
+    gather = median_us(lambda: weights[ids], repeats * 4)
+    say(f"## 1. key index, V = {size:,} live keys, batches of {BATCH}")
+    say(f"peer: numpy W[ids], {BATCH} rows of ({size:,}, {DIM}) float32: {gather:.0f} us")
+    say("| design | lookup (9/10 present) | vs W[ids] | insert new | delete | bytes/key |")
+    say("|---|---|---|---|---|---|")
+    fresh_batches = [rng.integers(-(2**63), 2**63 - 1, BATCH, dtype=np.int64)
+                     for _ in range(repeats)]
+    for name in ("numba", "numpy"):
+        index = KeyIndex.from_arrays(keys, backend=name)
+        index.lookup(queries)
+        assert (index.lookup(queries) >= 0).tolist() == present.tolist()
+        look = median_us(lambda index=index: index.lookup(queries), repeats * 4)
+        batch = iter(fresh_batches * 2)
+        holder: list[np.ndarray] = []
+        insert = median_us(lambda index=index: index.get_or_insert(holder[-1]), repeats,
+                           setup=lambda batch=batch: holder.append(next(batch)),
+                           after=lambda index=index: index.delete(holder[-1]))
+        old = iter(keys[rng.permutation(size)[: BATCH * repeats]].reshape(repeats, BATCH))
+        delete = median_us(lambda index=index: index.delete(holder[-1]), repeats,
+                           setup=lambda old=old: holder.append(next(old)),
+                           after=lambda index=index: index.get_or_insert(holder[-1]))
+        say(f"| KeyIndex {name} | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} us | "
+            f"{delete:.0f} us | {index.nbytes / len(index):.1f} |")
+    sorted_index = SortedIndex(keys)
+    look = median_us(lambda: sorted_index.lookup(queries), repeats * 4)
+    batch = iter(fresh_batches)
+    insert = median_us(lambda: sorted_index.insert(next(batch)), repeats)
+    victims = iter(keys[: BATCH * repeats].reshape(repeats, BATCH))
+    delete = median_us(lambda: sorted_index.delete(next(victims)), repeats)
+    say(f"| sorted + searchsorted + delta | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} "
+        f"us (merge of V every 16 batches) | {delete:.0f} us (tombstones) | "
+        f"{sorted_index.nbytes / size:.1f} |")
+    table = dict(zip(keys.tolist(), range(size), strict=True))
+    look = median_us(lambda: np.fromiter((table.get(k, -1) for k in queries.tolist()),
+                                         np.int64, BATCH), repeats * 2)
+    batch = iter(fresh_batches)
+    insert = median_us(lambda: table.update(zip(next(batch).tolist(), range(BATCH),
+                                                 strict=True)), repeats)
+    victims = iter(keys[: BATCH * repeats].reshape(repeats, BATCH))
+    delete = median_us(lambda: [table.pop(k, None) for k in next(victims).tolist()], repeats)
+    say(f"| Python dict | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} us | "
+        f"{delete:.0f} us | ~100 (CPython objects) |")
+    rebuild = median_us(lambda: KeyIndex.from_arrays(keys), 3)
+    say(f"\nrebuild of {size:,} keys (growth or restore, numba): {rebuild / 1e3:.0f} ms")
+    dynamic_lookup_row(keys, queries, present, weights, gather, repeats)
+
+
+def dynamic_lookup_row(keys: np.ndarray, queries: np.ndarray, present: np.ndarray,
+                       weights: np.ndarray, gather: float, repeats: int) -> None:
+    """What a dynamic table's lookup costs in the core: index, gather, initial rows."""
+    index = KeyIndex.from_arrays(keys)
+    spec = InitSpec("normal", std=0.01)
+
+    def dynamic_lookup() -> np.ndarray:
+        slots = index.lookup(queries)
+        found = slots >= 0
+        out = np.empty((queries.size, DIM), np.float32)
+        out[found] = weights[slots[found]]
+        out[~found] = initial_rows(queries[~found], DIM, np.dtype(np.float32), spec, 0)
+        return out
+
+    took = median_us(dynamic_lookup, repeats * 4)
+    say(f"\n## 2. a dynamic lookup in the core ({int(present.sum())} present, "
+        f"{int((~present).sum())} absent)")
+    say(f"index + gather + initial rows: {took:.0f} us; W[ids]: {gather:.0f} us; "
+        f"ratio W[ids] / dynamic = {gather / took:.0%}")
+
+
+def initial_rows_rows(repeats: int) -> None:
+    keys = np.arange(410, dtype=np.int64) * 1_000_003
+    say("\n## 3. initial rows of 410 keys x 64 (a lookup's absent tenth)")
+    for kind in ("normal", "uniform"):
+        spec = InitSpec(kind)  # type: ignore[arg-type]
+        for dtype in (np.float32, np.float64):
+            ours = median_us(lambda s=spec, d=dtype: initial_rows(keys, DIM, np.dtype(d), s, 7),
+                             repeats * 4)
+            generator = np.random.default_rng(7)
+            draw = (generator.standard_normal if kind == "normal" else generator.random)
+            peer = median_us(lambda d=dtype, draw=draw: draw((410, DIM), dtype=d), repeats * 4)
+            say(f"{kind:8s} {np.dtype(dtype).name}: {ours:.0f} us; numpy Generator "
+                f"(stateful, not per key) {peer:.0f} us; ratio {ours / peer:.1f}x")
+
+
+def eviction_rows(sizes: list[int], repeats: int) -> None:
+    say("\n## 4. eviction: time of evict(step) for k rows out of V live (median)")
+    say("| policy | V | k = 1 | k = 100 | k = 4096 | k = 65536 |")
+    say("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(1)
+    for policy, ttl in (("lru", None), ("lfu", None), ("lru", "ttl")):
+        for size in sizes:
+            cells = []
+            for k in (1, 100, 4096, 65536):
+                keys = rng.integers(-(2**63), 2**63 - 1, size + k * repeats, dtype=np.int64)
+                index = KeyIndex()
+                slots, _ = index.get_or_insert(keys[:size])
+                ttl_steps = 1 if ttl else None
+                tracker = EvictionTracker(index, policy, None if ttl else size, ttl_steps)
+                counts = rng.integers(1, 5, size)  # counts 1..4: lfu ties broken by key
+                for c in range(1, 5):
+                    tracker.touch(slots[counts >= c], c)
+                step = [5]
+                chunks = iter(keys[size:].reshape(repeats, k))
+
+                def add_k(tracker: EvictionTracker = tracker, index: KeyIndex = index,
+                          chunks: object = chunks) -> None:
+                    step[0] += 1
+                    if ttl:  # rows of the oldest step expire: k rows touched alone at it
+                        old = index.lookup(keys[:size])[: k]
+                        tracker.touch(index.get_or_insert(next(chunks))[0], step[0])  # type: ignore[call-overload]
+                        tracker.touch(index.lookup(keys[:size])[k:], step[0] + 1)
+                        step[0] += 1
+                        del old
+                    else:
+                        tracker.touch(index.get_or_insert(next(chunks))[0], step[0])  # type: ignore[call-overload]
+
+                gone: list[np.ndarray] = []
+                took = median_us(lambda tracker=tracker, gone=gone: gone.append(
+                    tracker.evict(step[0])), repeats, setup=add_k,
+                    after=lambda index=index, gone=gone: index.delete(
+                        index.slot_keys[gone[-1]]))
+                assert gone[-1].size == k
+                cells.append(f"{took:.0f} us")
+            say(f"| {policy}{' + ttl' if ttl else ''} | {size:,} | " + " | ".join(cells) + " |")
+
+
+def memory_rows(size: int) -> None:
+    rng = np.random.default_rng(2)
+    keys = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
+    say(f"\n## 5. memory per live row at V = {size:,} (allocated bytes / live rows)")
+    index = KeyIndex()
+    slots, _ = index.get_or_insert(keys)  # grown insert by insert, as a table would
+    say(f"key index: {index.nbytes / size:.1f} B (buckets {index.bucket_capacity:,}, load "
+        f"{size / index.bucket_capacity:.2f}; slot keys 8 B)")
+    for policy, ttl in (("lru", None), ("lfu", None), ("lfu", 10)):
+        tracker = EvictionTracker(index, policy, ttl_steps=ttl)  # type: ignore[arg-type]
+        tracker.touch(slots, 1)
+        total = (index.nbytes + tracker.nbytes) / size
+        say(f"eviction {policy}{' + ttl' if ttl else ''}: {tracker.nbytes / size:.1f} B; "
+            f"index + eviction = {total:.1f} B per row (budget 64 B)")
+    counter = AdmissionCounter(admit_after=2, max_candidates=100_000)
+    for start in range(0, 400_000, BATCH):
+        counter.record(np.arange(start, start + BATCH))
+    say(f"admission, cap 100,000 candidates after 400,000 one-off keys: "
+        f"{counter.nbytes / 1e6:.1f} MB ({counter.nbytes / len(counter):.0f} B per candidate)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="V = 100,000, fewer repeats")
+    parser.add_argument("--write", action="store_true", help="write bench/results/dynamic_keys.md")
+    args = parser.parse_args()
+    size = 100_000 if args.quick else 1_000_000
+    repeats = 5 if args.quick else 15
+    with open("/proc/loadavg") as load:
+        say(f"# dynamic keys bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"load average {load.read().split()[0]}, numpy {np.__version__}")
+    key_index_rows(size, repeats)
+    initial_rows_rows(repeats)
+    eviction_rows([size // 10, size], max(3, repeats // 3))
+    memory_rows(size)
+    if args.write:
+        (ROOT / "bench" / "results" / "dynamic_keys.md").write_text("\n".join(LINES) + "\n")
+
+
+if __name__ == "__main__":
+    main()
