@@ -115,6 +115,24 @@ class SortedIndex:
         return self.keys.nbytes + self.slots.nbytes + self.delta_keys.nbytes * 2
 
 
+def insert_delete_us(index: KeyIndex, fresh_batches: list[np.ndarray], keys: np.ndarray,
+                     repeats: int) -> tuple[float, float]:
+    """Median times of inserting 4096 new keys (deleted again, untimed) and of deleting 4096
+    present keys (inserted again, untimed): V stays the same."""
+    inserts, deletes = [], []
+    present = np.random.default_rng(5).permutation(keys)[: BATCH * repeats]
+    for batch, old in zip(fresh_batches, present.reshape(repeats, BATCH), strict=True):
+        start = time.perf_counter()
+        index.get_or_insert(batch)
+        inserts.append(time.perf_counter() - start)
+        index.delete(batch)
+        start = time.perf_counter()
+        index.delete(old)
+        deletes.append(time.perf_counter() - start)
+        index.get_or_insert(old)
+    return float(np.median(inserts)) * 1e6, float(np.median(deletes)) * 1e6
+
+
 def key_index_rows(size: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     keys = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
@@ -132,18 +150,9 @@ def key_index_rows(size: int, repeats: int) -> None:
                      for _ in range(repeats)]
     for name in ("numba", "numpy"):
         index = KeyIndex.from_arrays(keys, backend=name)
-        index.lookup(queries)
         assert (index.lookup(queries) >= 0).tolist() == present.tolist()
         look = median_us(lambda index=index: index.lookup(queries), repeats * 4)
-        batch = iter(fresh_batches * 2)
-        holder: list[np.ndarray] = []
-        insert = median_us(lambda index=index: index.get_or_insert(holder[-1]), repeats,
-                           setup=lambda batch=batch: holder.append(next(batch)),
-                           after=lambda index=index: index.delete(holder[-1]))
-        old = iter(keys[rng.permutation(size)[: BATCH * repeats]].reshape(repeats, BATCH))
-        delete = median_us(lambda index=index: index.delete(holder[-1]), repeats,
-                           setup=lambda old=old: holder.append(next(old)),
-                           after=lambda index=index: index.get_or_insert(holder[-1]))
+        insert, delete = insert_delete_us(index, fresh_batches, keys, repeats)
         say(f"| KeyIndex {name} | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} us | "
             f"{delete:.0f} us | {index.nbytes / len(index):.1f} |")
     sorted_index = SortedIndex(keys)
@@ -206,46 +215,48 @@ def initial_rows_rows(repeats: int) -> None:
                 f"(stateful, not per key) {peer:.0f} us; ratio {ours / peer:.1f}x")
 
 
+def evict_us(policy: str, with_ttl: bool, size: int, k: int, repeats: int) -> float:
+    """Median time of evict(step) removing k rows out of size + k live rows.
+
+    lru / lfu: `size` rows touched at steps 1-4 (counts 1-4: many lfu ties, broken by key),
+    capacity `size`; each round touches k new rows, and evict removes k. ttl (lru policy, no
+    capacity, ttl_steps 8): each round touches k new rows, then every other row 8 steps
+    later, so evict finds exactly the k new rows expired."""
+    rng = np.random.default_rng(k)
+    index = KeyIndex()
+    base, _ = index.get_or_insert(rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64))
+    base = base[np.argsort(index.slot_keys[base])]  # key order: touch skips its sort
+    ttl_steps = 8 if with_ttl else None
+    tracker = EvictionTracker(index, policy, None if with_ttl else size, ttl_steps)  # type: ignore[arg-type]
+    counts = rng.integers(1, 5, size)
+    for count in range(1, 5):
+        tracker.touch(base[counts >= count], count)
+    step, samples = 4, []
+    for _ in range(repeats):
+        step += 1
+        tracker.touch(index.get_or_insert(
+            rng.integers(-(2**63), 2**63 - 1, k, dtype=np.int64))[0], step)
+        if with_ttl:
+            step += 8
+            tracker.touch(base, step)
+        start = time.perf_counter()
+        gone = tracker.evict(step)
+        samples.append(time.perf_counter() - start)
+        assert gone.size == k, (gone.size, k)
+        index.delete(index.slot_keys[gone])
+    return float(np.median(samples)) * 1e6
+
+
 def eviction_rows(sizes: list[int], repeats: int) -> None:
     say("\n## 4. eviction: time of evict(step) for k rows out of V live (median)")
     say("| policy | V | k = 1 | k = 100 | k = 4096 | k = 65536 |")
     say("|---|---|---|---|---|---|")
-    rng = np.random.default_rng(1)
-    for policy, ttl in (("lru", None), ("lfu", None), ("lru", "ttl")):
+    for policy, with_ttl in (("lru", False), ("lfu", False), ("lru", True)):
         for size in sizes:
-            cells = []
-            for k in (1, 100, 4096, 65536):
-                keys = rng.integers(-(2**63), 2**63 - 1, size + k * repeats, dtype=np.int64)
-                index = KeyIndex()
-                slots, _ = index.get_or_insert(keys[:size])
-                ttl_steps = 1 if ttl else None
-                tracker = EvictionTracker(index, policy, None if ttl else size, ttl_steps)
-                counts = rng.integers(1, 5, size)  # counts 1..4: lfu ties broken by key
-                for c in range(1, 5):
-                    tracker.touch(slots[counts >= c], c)
-                step = [5]
-                chunks = iter(keys[size:].reshape(repeats, k))
-
-                def add_k(tracker: EvictionTracker = tracker, index: KeyIndex = index,
-                          chunks: object = chunks) -> None:
-                    step[0] += 1
-                    if ttl:  # rows of the oldest step expire: k rows touched alone at it
-                        old = index.lookup(keys[:size])[: k]
-                        tracker.touch(index.get_or_insert(next(chunks))[0], step[0])  # type: ignore[call-overload]
-                        tracker.touch(index.lookup(keys[:size])[k:], step[0] + 1)
-                        step[0] += 1
-                        del old
-                    else:
-                        tracker.touch(index.get_or_insert(next(chunks))[0], step[0])  # type: ignore[call-overload]
-
-                gone: list[np.ndarray] = []
-                took = median_us(lambda tracker=tracker, gone=gone: gone.append(
-                    tracker.evict(step[0])), repeats, setup=add_k,
-                    after=lambda index=index, gone=gone: index.delete(
-                        index.slot_keys[gone[-1]]))
-                assert gone[-1].size == k
-                cells.append(f"{took:.0f} us")
-            say(f"| {policy}{' + ttl' if ttl else ''} | {size:,} | " + " | ".join(cells) + " |")
+            cells = [f"{evict_us(policy, with_ttl, size, k, repeats):.0f} us"
+                     for k in (1, 100, 4096, 65536)]
+            label = "ttl" if with_ttl else policy
+            say(f"| {label} | {size:,} | " + " | ".join(cells) + " |")
 
 
 def memory_rows(size: int) -> None:

@@ -38,6 +38,15 @@ def kernel(function: F) -> F:
     return cast(F, numba.njit(nogil=True, cache=True)(function))
 
 
+def inline_kernel(function: F) -> F:
+    """A kernel helper, inlined into the kernels that call it (numba's inline="always"):
+    an ordinary call between compiled functions increments and decrements the reference
+    count of every array argument, which costs more than these helpers' own work."""
+    if numba is None:  # pragma: no cover
+        return function
+    return cast(F, numba.njit(nogil=True, cache=True, inline="always")(function))
+
+
 def _initial_backend() -> Backend:
     wanted = os.environ.get("EMBED_KERNELS", "numba")
     if wanted == "numpy" or not NUMBA_AVAILABLE:

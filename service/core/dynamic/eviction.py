@@ -37,7 +37,8 @@ from typing import Literal
 import numpy as np
 
 from service.core.dynamic import eviction_kernels as kernels
-from service.core.dynamic.keyindex import KeyIndex, grown_length
+from service.core.dynamic.arrays import grown_length, has_repeats, sorted_distinct
+from service.core.dynamic.keyindex import KeyIndex
 
 Policy = Literal["lru", "lfu"]
 MAX_TRACKED_SLOTS = 2**31 - 1
@@ -138,7 +139,7 @@ class EvictionTracker:
             self._call_arguments())
         batch_keys = keys[slots]  # (u,)
         if not (batch_keys[1:] > batch_keys[:-1]).all():  # sorted, distinct keys skip the sort
-            slots = np.unique(slots)
+            slots = sorted_distinct(slots)
             slots = slots[np.argsort(keys[slots], kind="stable")]
         batch = slots
         kernels.touch(last_step, updates, keys, batch, step, prev, next_, ends, heap, position,
@@ -191,7 +192,7 @@ class EvictionTracker:
         updates = np.asarray(updates, dtype=np.int64).ravel()
         if not slots.size == last_step.size == updates.size:
             raise ValueError("slots, last_step and updates differ in length")
-        if slots.size and (np.unique(slots).size != slots.size or slots.min() < 0
+        if slots.size and (has_repeats(slots) or slots.min() < 0
                            or slots.max() >= index.slot_count):
             raise ValueError("slots repeat or are not slots of the index")
         if slots.size and (last_step.min() < 0 or updates.min() < 1):

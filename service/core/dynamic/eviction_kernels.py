@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.core.dynamic.backend import kernel
+from service.core.dynamic.backend import inline_kernel, kernel
 
 
-@kernel
+@inline_kernel
 def _unlink(prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, slot: int) -> None:
     before, after = prev[slot], next_[slot]
     if before >= 0:
@@ -35,7 +35,7 @@ def _unlink(prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, slot: int) ->
     next_[slot] = -1
 
 
-@kernel
+@inline_kernel
 def _append(prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, slot: int) -> None:
     tail = ends[1]
     prev[slot] = tail
@@ -47,12 +47,12 @@ def _append(prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, slot: int) ->
     ends[1] = slot
 
 
-@kernel
+@inline_kernel
 def _less(updates: np.ndarray, keys: np.ndarray, a: int, b: int) -> bool:
     return updates[a] < updates[b] or (updates[a] == updates[b] and keys[a] < keys[b])
 
 
-@kernel
+@inline_kernel
 def _sift_up(heap: np.ndarray, position: np.ndarray, updates: np.ndarray, keys: np.ndarray,
              i: int) -> None:
     slot = heap[i]
@@ -67,7 +67,7 @@ def _sift_up(heap: np.ndarray, position: np.ndarray, updates: np.ndarray, keys: 
     position[slot] = i
 
 
-@kernel
+@inline_kernel
 def _sift_down(heap: np.ndarray, position: np.ndarray, updates: np.ndarray, keys: np.ndarray,
                i: int, size: int) -> None:
     slot = heap[i]
@@ -129,7 +129,7 @@ def touch(last_step: np.ndarray, updates: np.ndarray, keys: np.ndarray, batch: n
                 _sift_down(heap, position, updates, keys, position[slot], counts[0])
 
 
-@kernel
+@inline_kernel
 def _remove(slot: int, last_step: np.ndarray, updates: np.ndarray, keys: np.ndarray,
             prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, heap: np.ndarray,
             position: np.ndarray, counts: np.ndarray, has_list: bool, has_heap: bool) -> None:

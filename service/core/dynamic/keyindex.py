@@ -36,6 +36,7 @@ from types import ModuleType
 import numpy as np
 
 from service.core.dynamic import keyindex_numba, keyindex_numpy
+from service.core.dynamic.arrays import grown_length, has_repeats
 from service.core.dynamic.backend import Backend, check_backend
 
 MAX_LOAD = 0.7  # grow past this fraction of buckets in use
@@ -53,14 +54,6 @@ def as_keys(ids: np.ndarray) -> np.ndarray:
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64, copy=False)
     raise TypeError(f"keys must be an integer array, got dtype {ids.dtype}")
-
-
-def grown_length(current: int, needed: int) -> int:
-    """The length a per-slot array grows to when `needed` slots do not fit in `current`:
-    by a quarter at least (amortized O(1) per slot, at most 25% unused)."""
-    if needed <= current:
-        return current
-    return max(needed, current + current // 4, MIN_BUCKETS)
 
 
 def bucket_capacity_for(count: int, current: int = 0) -> int:
@@ -162,9 +155,10 @@ class KeyIndex:
         """(n,) new slots for keys that must be distinct and absent; otherwise a ValueError
         naming a key, with nothing changed."""
         keys = np.ascontiguousarray(as_keys(keys).ravel())
-        distinct, counts = np.unique(keys, return_counts=True)
-        if distinct.size != keys.size:
-            raise ValueError(f"key {int(distinct[counts > 1][0])} appears more than once")
+        ordered = np.sort(keys)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeated.size:
+            raise ValueError(f"key {int(repeated[0])} appears more than once")
         present = self.lookup(keys) >= 0
         if present.any():
             raise ValueError(f"key {int(keys[present][0])} is already in the index")
@@ -263,9 +257,9 @@ class KeyIndex:
         count = top if slot_count is None else int(slot_count)
         if count < top or count > MAX_SLOTS:
             raise ValueError(f"slot_count {count} must be in [{top}, {MAX_SLOTS}]")
-        if np.unique(keys).size != keys.size:
+        if has_repeats(keys):
             raise ValueError("keys repeat")
-        if slots.size and (np.unique(slots).size != slots.size or slots.min() < 0):
+        if slots.size and (has_repeats(slots) or slots.min() < 0):
             raise ValueError("slots repeat or are negative")
         used = np.zeros(count, dtype=bool)
         used[slots] = True
@@ -274,7 +268,7 @@ class KeyIndex:
         else:
             free = np.asarray(free_slots, dtype=np.int64).ravel()
             if free.size and (free.min() < 0 or free.max() >= count or used[free].any()
-                              or np.unique(free).size != free.size):
+                              or has_repeats(free)):
                 raise ValueError("free_slots repeat, hold a key or are out of range")
         index._slot_count = count
         index._slot_keys = np.zeros(count, dtype=np.int64)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.core.dynamic.backend import kernel
+from service.core.dynamic.backend import inline_kernel, kernel
 from service.core.dynamic.hashing import mix64_scalar
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@kernel
+@inline_kernel
 def _find(
     buckets: np.ndarray, slot_keys: np.ndarray, key: np.int64
 ) -> tuple[np.int64, np.int64]:

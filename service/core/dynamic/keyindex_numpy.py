@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.core.dynamic.arrays import sorted_distinct
 from service.core.dynamic.hashing import mix64
 
 WINDOW = 8  # buckets looked at per key per round after the first
@@ -106,7 +107,7 @@ def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
         position = position[occupied]
         moved.append(position)
     if moved:
-        positions = np.unique(np.concatenate(moved))
+        positions = sorted_distinct(np.concatenate(moved))  # tails may overlap
         entries = buckets[positions]
         buckets[positions] = 0
         place(buckets, entries)

@@ -61,6 +61,8 @@ def run_against_oracle(policy: str, capacity: int | None, ttl_steps: int | None,
     for number in range(steps):
         step += int(rng.integers(0, 3))  # sometimes the same step again (weights set)
         keys = pool[rng.integers(0, pool.size, int(rng.integers(0, 25)))]
+        if rng.random() < 0.5:  # distinct and ascending, as a push has them: no sort needed
+            keys = np.unique(keys)
         slots, _ = index.get_or_insert(keys)
         tracker.touch(slots, step)
         oracle.touch(keys.tolist(), step)
