@@ -133,17 +133,30 @@ def insert_delete_us(index: KeyIndex, fresh_batches: list[np.ndarray], keys: np.
     return float(np.median(inserts)) * 1e6, float(np.median(deletes)) * 1e6
 
 
+def median_each(run: Callable[[np.ndarray], object], batches: list[np.ndarray]) -> float:
+    """Median time of run(batch) over batches, each batch once: uniform random ids are
+    not in cache, as in use; the same batch again would be."""
+    samples = []
+    for batch in batches:
+        start = time.perf_counter()
+        run(batch)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples)) * 1e6
+
+
 def key_index_rows(size: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     keys = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
-    present = rng.random(BATCH) < 0.9
-    queries = np.where(present, keys[rng.integers(0, size, BATCH)],
-                       rng.integers(-(2**63), 2**63 - 1, BATCH, dtype=np.int64))
+    present = rng.random(BATCH) < 0.9  # (4096,) the same mask for every batch
+    batches = [np.where(present, keys[rng.integers(0, size, BATCH)],
+                        rng.integers(-(2**63), 2**63 - 1, BATCH, dtype=np.int64))
+               for _ in range(repeats * 4)]
+    queries = batches[0]
     weights = rng.standard_normal((size, DIM), dtype=np.float32)
-    ids = rng.integers(0, size, BATCH)
-    gather = median_us(lambda: weights[ids], repeats * 4)
-    say(f"## 1. key index, V = {size:,} live keys, batches of {BATCH}")
-    say(f"peer: numpy W[ids], {BATCH} rows of ({size:,}, {DIM}) float32: {gather:.0f} us")
+    id_batches = [rng.integers(0, size, BATCH) for _ in range(repeats * 4)]
+    gather = median_each(lambda ids: weights[ids], id_batches)
+    say(f"## 1. key index, V = {size:,} live keys, batches of {BATCH}, each batch new")
+    say(f"peer: numpy W[ids], {BATCH} random rows of ({size:,}, {DIM}) float32: {gather:.0f} us")
     say("| design | lookup (9/10 present) | vs W[ids] | insert new | delete | bytes/key |")
     say("|---|---|---|---|---|---|")
     fresh_batches = [rng.integers(-(2**63), 2**63 - 1, BATCH, dtype=np.int64)
@@ -151,22 +164,26 @@ def key_index_rows(size: int, repeats: int) -> None:
     for name in ("numba", "numpy"):
         index = KeyIndex.from_arrays(keys, backend=name)
         assert (index.lookup(queries) >= 0).tolist() == present.tolist()
-        look = median_us(lambda index=index: index.lookup(queries), repeats * 4)
+        look = median_each(index.lookup, batches)
         insert, delete = insert_delete_us(index, fresh_batches, keys, repeats)
         say(f"| KeyIndex {name} | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} us | "
             f"{delete:.0f} us | {index.nbytes / len(index):.1f} |")
     sorted_index = SortedIndex(keys)
-    look = median_us(lambda: sorted_index.lookup(queries), repeats * 4)
-    batch = iter(fresh_batches)
-    insert = median_us(lambda: sorted_index.insert(next(batch)), repeats)
+    look = median_each(sorted_index.lookup, batches)
+    samples = []
+    for batch in fresh_batches * 3:  # enough batches for merges: report the mean too
+        start = time.perf_counter()
+        sorted_index.insert(batch)
+        samples.append(time.perf_counter() - start)
+    insert_median, insert_mean = np.median(samples) * 1e6, np.mean(samples) * 1e6
     victims = iter(keys[: BATCH * repeats].reshape(repeats, BATCH))
     delete = median_us(lambda: sorted_index.delete(next(victims)), repeats)
-    say(f"| sorted + searchsorted + delta | {look:.0f} us | {gather / look:.2f}x | {insert:.0f} "
-        f"us (merge of V every 16 batches) | {delete:.0f} us (tombstones) | "
-        f"{sorted_index.nbytes / size:.1f} |")
+    say(f"| sorted + searchsorted + delta | {look:.0f} us | {gather / look:.2f}x | "
+        f"{insert_median:.0f} us (mean {insert_mean:.0f} us with the merges of V) | "
+        f"{delete:.0f} us (tombstones) | {sorted_index.nbytes / size:.1f} |")
     table = dict(zip(keys.tolist(), range(size), strict=True))
-    look = median_us(lambda: np.fromiter((table.get(k, -1) for k in queries.tolist()),
-                                         np.int64, BATCH), repeats * 2)
+    look = median_each(lambda batch: np.fromiter((table.get(k, -1) for k in batch.tolist()),
+                                                 np.int64, BATCH), batches)
     batch = iter(fresh_batches)
     insert = median_us(lambda: table.update(zip(next(batch).tolist(), range(BATCH),
                                                  strict=True)), repeats)
@@ -176,24 +193,28 @@ def key_index_rows(size: int, repeats: int) -> None:
         f"{delete:.0f} us | ~100 (CPython objects) |")
     rebuild = median_us(lambda: KeyIndex.from_arrays(keys), 3)
     say(f"\nrebuild of {size:,} keys (growth or restore, numba): {rebuild / 1e3:.0f} ms")
-    dynamic_lookup_row(keys, queries, present, weights, gather, repeats)
+    warm_index = median_us(lambda: index.lookup(queries), repeats * 4)
+    warm_gather = median_us(lambda: weights[id_batches[0]], repeats * 4)
+    say(f"\nthe same batch again (in cache): KeyIndex numba {warm_index:.0f} us, "
+        f"W[ids] {warm_gather:.0f} us")
+    dynamic_lookup_row(keys, batches, present, weights, gather)
 
 
-def dynamic_lookup_row(keys: np.ndarray, queries: np.ndarray, present: np.ndarray,
-                       weights: np.ndarray, gather: float, repeats: int) -> None:
+def dynamic_lookup_row(keys: np.ndarray, batches: list[np.ndarray], present: np.ndarray,
+                       weights: np.ndarray, gather: float) -> None:
     """What a dynamic table's lookup costs in the core: index, gather, initial rows."""
     index = KeyIndex.from_arrays(keys)
     spec = InitSpec("normal", std=0.01)
 
-    def dynamic_lookup() -> np.ndarray:
-        slots = index.lookup(queries)
+    def dynamic_lookup(queries: np.ndarray) -> np.ndarray:
+        slots = index.lookup(queries)  # (n,)
         found = slots >= 0
-        out = np.empty((queries.size, DIM), np.float32)
+        out = np.empty((queries.size, DIM), np.float32)  # (n, dim)
         out[found] = weights[slots[found]]
         out[~found] = initial_rows(queries[~found], DIM, np.dtype(np.float32), spec, 0)
         return out
 
-    took = median_us(dynamic_lookup, repeats * 4)
+    took = median_each(dynamic_lookup, batches)
     say(f"\n## 2. a dynamic lookup in the core ({int(present.sum())} present, "
         f"{int((~present).sum())} absent)")
     say(f"index + gather + initial rows: {took:.0f} us; W[ids]: {gather:.0f} us; "

@@ -6,11 +6,14 @@ eviction), each usable and tested on its own; the dynamic table assembles them:
 - AdmissionCounter  push counts of not-yet-admitted keys, capped (admission)
 - EvictionTracker   last update step and count per row; ttl, lru and lfu victims (eviction)
 - backend           numba or numpy: the module-level choice of kernels
+- warm_up           compiles (or loads from cache) every kernel before the first request
 """
 
 from service.core.dynamic.admission import AdmissionCounter
 from service.core.dynamic.eviction import EvictionTracker
 from service.core.dynamic.initial_rows import initial_rows
 from service.core.dynamic.keyindex import KeyIndex, as_keys
+from service.core.dynamic.warmup import warm_up
 
-__all__ = ["AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows"]
+__all__ = [
+    "AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows", "warm_up"]

@@ -192,7 +192,7 @@ def test_package_exports() -> None:
     import service.core.dynamic as dynamic
 
     assert dynamic.__all__ == [
-        "AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows"]
+        "AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows", "warm_up"]
     assert all(hasattr(dynamic, name) for name in dynamic.__all__)
 
 
@@ -210,3 +210,10 @@ def test_the_dynamic_package_stays_in_the_core_layer() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_warm_up_runs_every_kernel_with_both_backends() -> None:
+    from service.core.dynamic import warm_up
+
+    for name in BACKENDS:
+        warm_up(name)  # a kernel that does not compile for a table's argument types raises
