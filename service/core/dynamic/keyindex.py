@@ -20,10 +20,11 @@ key. The key itself lives once, in `slot_keys[slot]`, read only when a tag match
 home is `(tag * capacity) >> 32` (Lemire's multiply-shift), so capacity need not be a power of
 two and growth is by 1.5x, keeping the load between 0.47 and 0.7: 11 to 17 bytes of buckets per
 key, plus 8 for `slot_keys` (see `nbytes`). Deletion shifts the cluster back (no tombstones).
-Linear probing with the key's tag inline finds most keys in the first bucket, one cache line,
-and an absent key after a few adjacent buckets; the compiled loop (keyindex_numba) beats numpy's
-own `W[ids]` gather, the numpy rounds (keyindex_numpy) are the fallback. bench/dynamic_keys.py
-measures both against sorted arrays + searchsorted and a Python dict.
+Linear probing with the key's tag inline finds most keys in their home bucket's cache line and
+an absent key after a few adjacent buckets, with one random memory access per key: the
+compiled loop (keyindex_numba) is the default, numpy rounds over the same layout
+(keyindex_numpy) the fallback. bench/dynamic_keys.py measures both against sorted arrays +
+searchsorted and a Python dict; the README says why this design.
 
 Limits: at most 2^32 - 2 slots (the bucket holds slot + 1 in 32 bits) and 2^32 buckets. Not
 thread-safe: the table calls it under its lock.
