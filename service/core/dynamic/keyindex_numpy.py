@@ -71,20 +71,27 @@ def lookup(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
 
 
 def place(buckets: np.ndarray, entries: np.ndarray) -> None:
-    """Put encoded entries (none of them present) into their first free bucket from home."""
+    """Put encoded entries (none of them present) into their first free bucket from home.
+    Each round every entry looks at a window of buckets and claims its first free one; of
+    several claiming the same bucket the first in the batch wins, the others look again from
+    where they were (that bucket is taken now), and entries with no free bucket in their
+    window move one window on."""
     cap = buckets.size
-    position = homes_of(entries >> _S32, cap)  # (n,)
+    position = homes_of(entries >> _S32, cap)  # (m,) where each entry looks from
     pending = entries
     while pending.size:
-        free = buckets[position] == 0  # (m,)
-        candidates = np.flatnonzero(free)
-        # of several entries reaching the same free bucket, the first in the batch takes it
-        _, first = np.unique(position[candidates], return_index=True)
+        window = (position[:, None] + np.arange(WINDOW)) % cap  # (m, WINDOW)
+        free = buckets[window] == 0
+        has_free = free.any(axis=1)  # (m,)
+        target = window[np.arange(pending.size), free.argmax(axis=1)]  # (m,) first free
+        candidates = np.flatnonzero(has_free)
+        _, first = np.unique(target[candidates], return_index=True)  # first claim wins
         winners = candidates[first]
-        buckets[position[winners]] = pending[winners]
+        buckets[target[winners]] = pending[winners]
         keep = np.ones(pending.size, dtype=bool)
         keep[winners] = False
-        pending, position = pending[keep], (position[keep] + 1) % cap
+        position = np.where(has_free, position, (position + WINDOW) % cap)[keep]
+        pending = pending[keep]
 
 
 def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -98,16 +105,17 @@ def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
     slots[found[repeated]] = -1
     holes = where[found[first]]
     buckets[holes] = 0
-    # The rest of each cluster after a hole goes back through placement.
+    # The rest of each cluster after a hole (up to the next empty bucket) goes back through
+    # placement, a window at a time.
     moved: list[np.ndarray] = []
     position = holes
     while position.size:
-        position = (position + 1) % cap
-        occupied = buckets[position] != 0
-        position = position[occupied]
-        moved.append(position)
-    if moved:
-        positions = sorted_distinct(np.concatenate(moved))  # tails may overlap
+        window = (position[:, None] + np.arange(1, WINDOW + 1)) % cap  # (m, WINDOW)
+        run = np.logical_and.accumulate(buckets[window] != 0, axis=1)  # occupied from start
+        moved.append(window[run])
+        position = window[run[:, -1], -1]  # clusters that go on past the window
+    positions = sorted_distinct(np.concatenate(moved)) if moved else holes  # tails may overlap
+    if positions.size:
         entries = buckets[positions]
         buckets[positions] = 0
         place(buckets, entries)
