@@ -193,7 +193,8 @@ def key_index_rows(size: int, repeats: int) -> None:
         f"{delete:.0f} us | ~100 (CPython objects) |")
     rebuild = median_us(lambda: KeyIndex.from_arrays(keys), 3)
     say(f"\nrebuild of {size:,} keys (growth or restore, numba): {rebuild / 1e3:.0f} ms")
-    warm_index = median_us(lambda: index.lookup(queries), repeats * 4)
+    numba_index = KeyIndex.from_arrays(keys, backend="numba")
+    warm_index = median_us(lambda: numba_index.lookup(queries), repeats * 4)
     warm_gather = median_us(lambda: weights[id_batches[0]], repeats * 4)
     say(f"\nthe same batch again (in cache): KeyIndex numba {warm_index:.0f} us, "
         f"W[ids] {warm_gather:.0f} us")
@@ -221,6 +222,38 @@ def dynamic_lookup_row(keys: np.ndarray, batches: list[np.ndarray], present: np.
         f"ratio W[ids] / dynamic = {gather / took:.0%}")
 
 
+def step_bookkeeping_rows(size: int, repeats: int) -> None:
+    """The dynamic table's extra work in a push + apply of 4096 Zipf ids: slots of the distinct
+    keys (new ones created), the step recorded, eviction (none here), against the SGD update
+    of the same rows in numpy, the fixed table's own apply work."""
+    rng = np.random.default_rng(3)
+    keys = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
+    weights = rng.standard_normal((size, DIM), dtype=np.float32)
+    say(f"\n## 2b. per-step bookkeeping, V = {size:,}, pushes of {BATCH} Zipf ids (1.1)")
+    for policy in ("lru", "lfu"):
+        index = KeyIndex()
+        slots, _ = index.get_or_insert(keys)
+        tracker = EvictionTracker(index, policy, capacity=2 * size)  # type: ignore[arg-type]
+        tracker.touch(slots, 0)
+        ours, peer, distinct = [], [], []
+        for step in range(1, repeats * 2 + 1):
+            ranks = np.minimum(rng.zipf(1.1, BATCH), size) - 1  # (4096,) a few ranks are hot
+            rows = np.unique(keys[(ranks * 2_654_435_761) % size])  # sorted, as a push has them
+            sums = rng.standard_normal((rows.size, DIM), dtype=np.float32)
+            start = time.perf_counter()
+            row_slots, _ = index.get_or_insert(rows)
+            tracker.touch(row_slots, step)
+            tracker.evict(step)
+            ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            weights[row_slots] -= np.float32(0.1) * sums
+            peer.append(time.perf_counter() - start)
+            distinct.append(rows.size)
+        mine, theirs = np.median(ours) * 1e6, np.median(peer) * 1e6
+        say(f"{policy}: slots + touch + evict {mine:.0f} us; numpy SGD of the same "
+            f"{int(np.median(distinct))} rows {theirs:.0f} us; ratio {mine / theirs:.2f}x")
+
+
 def initial_rows_rows(repeats: int) -> None:
     keys = np.arange(410, dtype=np.int64) * 1_000_003
     say("\n## 3. initial rows of 410 keys x 64 (a lookup's absent tenth)")
@@ -237,29 +270,35 @@ def initial_rows_rows(repeats: int) -> None:
 
 
 def evict_us(policy: str, with_ttl: bool, size: int, k: int, repeats: int) -> float:
-    """Median time of evict(step) removing k rows out of size + k live rows.
+    """Median time of evict(step) removing k rows out of size + k live rows (or more).
 
     lru / lfu: `size` rows touched at steps 1-4 (counts 1-4: many lfu ties, broken by key),
     capacity `size`; each round touches k new rows, and evict removes k. ttl (lru policy, no
-    capacity, ttl_steps 8): each round touches k new rows, then every other row 8 steps
-    later, so evict finds exactly the k new rows expired."""
+    capacity, ttl_steps = rounds + 1): groups of k new rows touched at steps 1, 2, ...,
+    then the `size` others once; round r evicts after step r + ttl_steps: group r expires."""
     rng = np.random.default_rng(k)
     index = KeyIndex()
     base, _ = index.get_or_insert(rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64))
     base = base[np.argsort(index.slot_keys[base])]  # key order: touch skips its sort
-    ttl_steps = 8 if with_ttl else None
-    tracker = EvictionTracker(index, policy, None if with_ttl else size, ttl_steps)  # type: ignore[arg-type]
-    counts = rng.integers(1, 5, size)
-    for count in range(1, 5):
-        tracker.touch(base[counts >= count], count)
-    step, samples = 4, []
-    for _ in range(repeats):
-        step += 1
-        tracker.touch(index.get_or_insert(
-            rng.integers(-(2**63), 2**63 - 1, k, dtype=np.int64))[0], step)
+    if with_ttl:
+        tracker = EvictionTracker(index, policy, None, repeats + 1)  # type: ignore[arg-type]
+        for step in range(1, repeats + 1):
+            tracker.touch(index.get_or_insert(
+                rng.integers(-(2**63), 2**63 - 1, k, dtype=np.int64))[0], step)
+        tracker.touch(base, repeats + 1)
+    else:
+        tracker = EvictionTracker(index, policy, size)  # type: ignore[arg-type]
+        counts = rng.integers(1, 5, size)
+        for count in range(1, 5):
+            tracker.touch(base[counts >= count], count)
+    samples = []
+    for number in range(1, repeats + 1):
         if with_ttl:
-            step += 8
-            tracker.touch(base, step)
+            step = number + repeats + 1  # group `number` is now ttl_steps old
+        else:
+            step = 4 + number
+            tracker.touch(index.get_or_insert(
+                rng.integers(-(2**63), 2**63 - 1, k, dtype=np.int64))[0], step)
         start = time.perf_counter()
         gone = tracker.evict(step)
         samples.append(time.perf_counter() - start)
@@ -312,6 +351,7 @@ def main() -> None:
         say(f"# dynamic keys bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"load average {load.read().split()[0]}, numpy {np.__version__}")
     key_index_rows(size, repeats)
+    step_bookkeeping_rows(size, repeats)
     initial_rows_rows(repeats)
     eviction_rows([size // 10, size], max(3, repeats // 3))
     memory_rows(size)
