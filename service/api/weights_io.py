@@ -9,13 +9,11 @@ memory is one table's weights, whatever the body's chunking.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
 
-from service.api import codecs
-from service.api.codecs import NPY_MAGIC
+from service import npy
 from service.core.errors import InvalidRequest
 from service.core.table import EmbeddingTable
 
@@ -28,22 +26,17 @@ def npy_chunks(
 ) -> tuple[int, Iterator[bytes]]:
     """(length of the .npy in bytes, an iterator over its pieces) of the table's weights."""
     num_embeddings, dim = table.weights.shape
-    header = io.BytesIO()  # numpy's own header: the export is byte for byte np.save's file
-    np.lib.format.write_array_header_1_0(header, {
-        "descr": np.lib.format.dtype_to_descr(table.dtype),
-        "fortran_order": False,
-        "shape": (num_embeddings, dim),
-    })
+    header = npy.header(table.dtype, (num_embeddings, dim))  # the export is np.save's file
     rows_per_chunk = max(1, chunk_bytes // (dim * table.dtype.itemsize))
 
     def pieces() -> Iterator[bytes]:
-        yield header.getvalue()
+        yield header
         for start in range(0, num_embeddings, rows_per_chunk):
             stop = min(num_embeddings, start + rows_per_chunk)
             rows, _ = table.lookup(np.arange(start, stop))  # (stop - start, dim), under the lock
             yield rows.tobytes()
 
-    return len(header.getvalue()) + num_embeddings * dim * table.dtype.itemsize, pieces()
+    return len(header) + num_embeddings * dim * table.dtype.itemsize, pieces()
 
 
 def check_finite(weights: np.ndarray, chunk_rows: int = 1 << 16) -> None:
@@ -114,26 +107,21 @@ class NpyReceiver:
         return f"shape {list(self.shape)} and dtype {self.dtype}"
 
     def _header_length(self) -> int | None:
-        """Bytes of magic + header once enough have arrived to tell; None before."""
-        prefix = self._prefix
-        if len(prefix) >= len(NPY_MAGIC) and not prefix.startswith(NPY_MAGIC):
-            raise InvalidRequest("body is not an .npy array: it does not start with \\x93NUMPY")
-        if len(prefix) < 12:
+        """Bytes of magic + header once enough have arrived to tell (a prefix numpy refuses
+        before any header, at once); None before."""
+        if len(self._prefix) < 12 and self._prefix == npy.MAGIC[: len(self._prefix)]:
             return None
-        major = prefix[6]
-        if major == 1:
-            length = 10 + int.from_bytes(prefix[8:10], "little")
-        elif major in (2, 3):
-            length = 12 + int.from_bytes(prefix[8:12], "little")
-        else:
-            raise InvalidRequest(f"body is an .npy of unsupported version {major}")
+        length = npy.header_end(self._prefix)
         if length > MAX_HEADER_BYTES:
             raise InvalidRequest(f"body has an .npy header of {length} bytes, more than "
                                  f"{MAX_HEADER_BYTES}")
         return length
 
     def _check_header(self, header: bytes) -> None:
-        shape, fortran_order, dtype = codecs.npy_layout(header, "body")
+        try:
+            shape, fortran_order, dtype = npy.read_header(header, "body")
+        except npy.NpyError as error:
+            raise InvalidRequest(str(error)) from None
         if dtype != self.dtype or tuple(shape) != self.shape:
             raise InvalidRequest(
                 f"body holds an array of shape {list(shape)} and dtype {dtype}; {self.owner} "

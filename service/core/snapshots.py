@@ -29,10 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from service import npy
 from service.core.errors import EmbeddingServiceError, SnapshotDamaged
 from service.core.initializers import InitSpec
 from service.core.optimizers import make_optimizer
@@ -91,8 +92,9 @@ def write_table(
         )
     finally:
         table.cancel_change_tracking()  # a no-op once end_change_tracking ran
-    np.save(directory / PENDING_ROWS, point.pending_rows.astype(np.int64, copy=False))
-    np.save(directory / PENDING_SUMS, point.pending_sums)
+    rows = point.pending_rows.astype(np.int64, copy=False)  # (k,)
+    _stream_npy(directory / PENDING_ROWS, rows, chunk_bytes, None)
+    _stream_npy(directory / PENDING_SUMS, point.pending_sums, chunk_bytes, None)  # (k, dim)
     files = {path.name: path.stat().st_size for path in sorted(directory.iterdir())}
     meta = {
         "format": FORMAT,
@@ -125,23 +127,22 @@ def _stream_npy(
 ) -> int:
     """Write `array` as .npy straight from its buffer, chunk by chunk, without the table lock.
     Returns the header length (where the data starts)."""
+    header = npy.header(array.dtype, array.shape)  # np.save's
     with open(path, "xb", buffering=0) as file:
-        np.lib.format.write_array_header_1_0(file, {
-            "descr": np.lib.format.dtype_to_descr(array.dtype),
-            "fortran_order": False,
-            "shape": array.shape,
-        })
-        header = file.tell()
+        _write_all(file, memoryview(header))
         row_bytes = max(1, array[0].nbytes if len(array) else 1)
         rows_per_chunk = max(1, chunk_bytes // row_bytes)
         for start in range(0, len(array), rows_per_chunk):
             chunk = np.ascontiguousarray(array[start : start + rows_per_chunk])  # a view if C-order
-            view = memoryview(chunk).cast("B")  # type: ignore[arg-type]
-            while view:
-                view = view[file.write(view) :]
+            _write_all(file, memoryview(chunk).cast("B"))  # type: ignore[arg-type]
             if after_chunk is not None:
                 after_chunk(chunk.nbytes)
-    return header
+    return len(header)
+
+
+def _write_all(file: BinaryIO, view: memoryview) -> None:
+    while view:  # an unbuffered write may take part of it
+        view = view[file.write(view) :]
 
 
 def _rewrite_rows(
@@ -250,12 +251,13 @@ def _check_size(path: Path, recorded: Any) -> None:
 
 def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+        with open(path, "rb") as file:
+            array = npy.load(file, field=path.name)
+    except (OSError, npy.NpyError) as error:
         raise SnapshotDamaged(str(path), f"is not a readable .npy ({error})") from None
     if array.shape != shape or array.dtype != dtype:
         raise SnapshotDamaged(
             str(path), f"holds {list(array.shape)} {array.dtype}, meta.json says "
             f"{list(shape)} {dtype}"
         )
-    return np.ascontiguousarray(array)
+    return array

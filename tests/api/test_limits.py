@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+from service import npy
 from service.api import codecs
 from service.core.errors import InvalidRequest
 from tests.conftest import LiveServer
@@ -133,7 +134,7 @@ def zip_bomb(unpacked_bytes: int) -> bytes:
     with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("ids.npy", codecs.to_npy(np.zeros(count // 4, dtype=np.int64)))
         with archive.open("grads.npy", "w", force_zip64=True) as member:
-            member.write(codecs.npy_header(np.dtype(np.float32), (count // 4, 4)))
+            member.write(npy.header(np.dtype(np.float32), (count // 4, 4)))
             zeros = bytes(2**20)
             for _ in range(unpacked_bytes // len(zeros)):
                 member.write(zeros)

@@ -266,7 +266,7 @@ def bad_bodies() -> dict[str, tuple[bytes, str]]:
         "truncated": (npy_bytes(good)[:-1], "body is a truncated .npy: shape [10, 4] and dtype "
                       "float32 needs 160 bytes of data, got 159"),
         "padded": (npy_bytes(good) + b"\0", "body is longer than an .npy of shape [10, 4]"),
-        "not-npy": (b'{"vectors": []}' * 3, "body is not an .npy array"),
+        "not-npy": (b'{"vectors": []}' * 3, "body is not a valid .npy array: the magic string"),
         "header-only": (npy_bytes(good)[:20], "it ended after 20 bytes, inside the header"),
         "empty": (b"", "it ended after 0 bytes"),
         "nan": (npy_bytes(nan), "body must hold finite weights, got NaN or infinity in row 7"),
