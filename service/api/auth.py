@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.docs_ui import ASSETS_PATH, DOCS_PATH, OAUTH2_REDIRECT_PATH, REDOC_PATH
-from service.api.errors import error_reply
+from service.api.errors import Unauthorized, service_error_reply
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", DOCS_PATH, OAUTH2_REDIRECT_PATH,
                         REDOC_PATH})
@@ -51,8 +51,8 @@ class BearerAuth:
         if problem is None:
             await self.app(scope, receive, send)
             return
-        reply = error_reply(401, problem, "unauthorized")
-        reply.headers["www-authenticate"] = 'Bearer realm="embedding-service"'
+        reply = service_error_reply(
+            Unauthorized(problem), {"WWW-Authenticate": 'Bearer realm="embedding-service"'})
         await reply(scope, receive, send)
 
     def _problem(self, scope: Scope) -> str | None:

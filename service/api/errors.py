@@ -1,9 +1,17 @@
-"""Where errors become HTTP replies: every reply is JSON {"detail": "<a sentence>"}."""
+"""Where errors become HTTP replies: `{"detail": "<a sentence>"}`, the error's status, and its
+wire code in the X-Error-Code header.
+
+Each error class states its status and code (service.core.errors has the core's, and says why);
+the web layer's own kinds are below. Every reply of the service's making is rendered here, by
+service_error_reply, whether it comes from a route, the binary fast path or a middleware (auth,
+body limits, idempotency keys). Starlette's own refusals (an unknown path, a method a route
+does not serve) are HTTPExceptions; they get codes by status from HTTP_EXCEPTION_CODES.
+`wire_codes()` lists every code with its status: the README's table, checked by a test.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -12,58 +20,81 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from service.core.errors import (
-    BudgetExceeded,
-    EmbeddingServiceError,
-    InvalidRequest,
-    StaleGradient,
-    StorageError,
-    TableExists,
-    TableNotFound,
-)
-
-STATUS_OF: dict[type[EmbeddingServiceError], int] = {
-    TableNotFound: 404,
-    TableExists: 409,
-    StaleGradient: 409,
-    InvalidRequest: 422,
-    BudgetExceeded: 413,
-    StorageError: 503,  # the data directory refused a snapshot: the disk, not the request
-}
+from service.core.errors import EmbeddingServiceError, InvalidRequest
 
 
 class PayloadTooLarge(EmbeddingServiceError):
-    """A body or an id list over the configured limit (HTTP 413)."""
+    """A body or an id list over the configured limit."""
+
+    status_code = 413
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(EmbeddingServiceError):
-    """A Content-Type the endpoint does not read (HTTP 415)."""
+    """A Content-Type the endpoint does not read."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class NotAcceptable(EmbeddingServiceError):
-    """An Accept header the endpoint cannot answer (HTTP 406)."""
+    """An Accept header the endpoint cannot answer."""
+
+    status_code = 406
+    code = "not_acceptable"
 
 
-STATUS_OF.update({PayloadTooLarge: 413, UnsupportedMediaType: 415, NotAcceptable: 406})
+class Unauthorized(EmbeddingServiceError):
+    """A request without the right bearer token (service.api.auth)."""
+
+    status_code = 401
+    code = "unauthorized"
 
 
-def status_of(error: EmbeddingServiceError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS_OF:
-            return STATUS_OF[cls]
-    return 400
+class InvalidIdempotencyKey(InvalidRequest):
+    """An Idempotency-Key header that is empty, too long or not printable ASCII."""
+
+    status_code = 422
+    code = "invalid_idempotency_key"
 
 
-def error_code(error: EmbeddingServiceError) -> str:
-    """The error's class name in snake_case (TableNotFound -> table_not_found), sent as the
-    X-Error-Code header so clients can tell apart errors sharing a status (409: table_exists or
-    stale_gradient) without parsing the detail sentence."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key already used for another request (another query or body)."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
 
 
-def error_reply(status: int, detail: str, code: str | None = None) -> JSONResponse:
-    headers = {"X-Error-Code": code} if code else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+# Starlette's and FastAPI's own refusals (HTTPException), by status: an unknown path, a method
+# the route does not serve, a body over the limit found while reading it (limits.BodyTooLarge).
+HTTP_EXCEPTION_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_classes() -> list[type[EmbeddingServiceError]]:
+    """Every class of the hierarchy defined so far (the core's and the web layer's)."""
+    found: list[type[EmbeddingServiceError]] = []
+    pending = [EmbeddingServiceError]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            found.append(cls)
+            pending.append(cls)
+    return found
+
+
+def wire_codes() -> dict[str, int]:
+    """Every X-Error-Code the service sends, with the HTTP status it comes with."""
+    codes = {cls.code: cls.status_code for cls in error_classes()}
+    for status, code in HTTP_EXCEPTION_CODES.items():
+        codes.setdefault(code, status)
+    return codes
+
+
+def service_error_reply(
+    error: EmbeddingServiceError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The reply to an error: its sentence, its status, its code (and any extra headers)."""
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code,
+                        headers={**(headers or {}), "X-Error-Code": error.code})
 
 
 def describe_validation_error(errors: Sequence[Any]) -> str:
@@ -94,18 +125,18 @@ def validate_model(model: type[Model], data: Any) -> Model:
         raise InvalidRequest(describe_validation_error(error.errors())) from None
 
 
-def service_error_reply(error: EmbeddingServiceError) -> JSONResponse:
-    return error_reply(status_of(error), error.detail, error_code(error))
-
-
 def http_error_reply(error: HTTPException) -> JSONResponse:
     if error.status_code == 400 and error.__cause__ is not None:
         # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows):
         # 422 and the reason, as for any other unreadable JSON body
-        return error_reply(422, f"body could not be parsed as JSON: {error.__cause__}")
-    return JSONResponse(
-        {"detail": str(error.detail)}, status_code=error.status_code, headers=error.headers
-    )
+        return service_error_reply(
+            InvalidRequest(f"body could not be parsed as JSON: {error.__cause__}"))
+    headers = dict(error.headers or {})
+    code = HTTP_EXCEPTION_CODES.get(error.status_code)
+    if code is not None:
+        headers["X-Error-Code"] = code
+    return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
+                        headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -118,7 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        return error_reply(422, describe_validation_error(error.errors()), "invalid_request")
+        return service_error_reply(InvalidRequest(describe_validation_error(error.errors())))
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.codecs import dumps
+from service.api.errors import IdempotencyKeyReused, InvalidIdempotencyKey, service_error_reply
 
 KEY_HEADER = b"idempotency-key"
 REPLAYED_HEADER = (b"idempotent-replayed", b"true")
@@ -135,8 +135,9 @@ class Idempotency:
             return
         key = raw_key.decode("latin-1")
         if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-            await reply_error(send, 422, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable "
-                              f"ASCII characters, got {key[:80]!r}", "invalid_idempotency_key")
+            await service_error_reply(InvalidIdempotencyKey(
+                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters, got "
+                f"{key[:80]!r}"))(scope, receive, send)
             return
         credentials = headers.get(b"authorization")
         authorization = hashlib.sha256(credentials).hexdigest() if credentials else ""
@@ -151,10 +152,10 @@ class Idempotency:
             flight = self.store.flights.get(scoped)
             earlier = reply.fingerprint if reply else flight.fingerprint if flight else None
             if earlier is not None and earlier != fingerprint:
-                await reply_error(
-                    send, 422, f"Idempotency-Key {key!r} was already used for another "
-                    f"{scope['method']} {scope['path']} request (different query, Content-Type or "
-                    "Content-Length); use a new key for each request", "idempotency_key_reused")
+                await service_error_reply(IdempotencyKeyReused(
+                    f"Idempotency-Key {key!r} was already used for another {scope['method']} "
+                    f"{scope['path']} request (different query, Content-Type or Content-Length); "
+                    "use a new key for each request"))(scope, receive, send)
                 return
             if reply is not None:
                 await replay(send, reply)
@@ -207,14 +208,3 @@ async def replay(send: Send, reply: Reply) -> None:
     })
     await send({"type": "http.response.body", "body": reply.body})
 
-
-async def reply_error(send: Send, status: int, detail: str, code: str) -> None:
-    body = dumps({"detail": detail})
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-error-code", code.encode())],
-    })
-    await send({"type": "http.response.body", "body": body})

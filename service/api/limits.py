@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_reply
+from service.api.errors import PayloadTooLarge, service_error_reply
 
 
 class BodyTooLarge(HTTPException):
@@ -91,6 +91,6 @@ class BodySizeLimit:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
-        reply = error_reply(413, detail, "payload_too_large")
-        reply.headers["connection"] = "close"  # the rest of the body is not read
+        # the rest of the body is not read: the connection cannot carry another request
+        reply = service_error_reply(PayloadTooLarge(detail), {"Connection": "close"})
         await reply(scope, receive, send)

@@ -57,21 +57,33 @@ class ServerError(EmbeddingClientError):
     """Any other failure reply (a 500 is a bug in the service: please report it)."""
 
 
+# The one table: the server's X-Error-Code of each failure reply -> what the client raises. The
+# codes are the service's wire contract (its README lists them); the sentence is never read.
 ERROR_OF_CODE: dict[str, type[EmbeddingClientError]] = {
     "table_not_found": TableNotFoundError,
     "table_exists": TableExistsError,
     "stale_gradient": StaleGradientError,
     "invalid_request": InvalidRequestError,
+    "invalid_idempotency_key": InvalidRequestError,
+    "idempotency_key_reused": InvalidRequestError,
+    "unsupported_media_type": InvalidRequestError,
+    "not_acceptable": InvalidRequestError,
+    "unauthorized": UnauthorizedError,
     "payload_too_large": PayloadTooLargeError,
     "budget_exceeded": PayloadTooLargeError,
+    "storage_error": ServerUnavailableError,
+    "snapshot_damaged": ServerUnavailableError,
+    "not_found": ServerError,  # an unknown URL (client and service of different versions)
+    "method_not_allowed": ServerError,
 }
 
+# Replies without a code the client knows (a proxy's, or a newer service's new code), by status.
+# A 404 or 409 without a code is not taken for a missing table or a conflict: ServerError.
 ERROR_OF_STATUS: dict[int, type[EmbeddingClientError]] = {
     400: InvalidRequestError,
     401: UnauthorizedError,
     403: UnauthorizedError,
     406: InvalidRequestError,
-    409: TableExistsError,
     413: PayloadTooLargeError,
     415: InvalidRequestError,
     422: InvalidRequestError,
@@ -83,17 +95,8 @@ ERROR_OF_STATUS: dict[int, type[EmbeddingClientError]] = {
 
 
 def error_for(status: int, detail: str, code: str | None) -> EmbeddingClientError:
-    """The exception for a failure reply: by the server's error code where it sent one it knows,
-    else by status. A 404 without a table code (an unknown URL) is a ServerError, not a missing
-    table."""
-    cls = ERROR_OF_CODE.get(code or "")
-    if cls is None:
-        if status == 404:
-            cls = ServerError
-        elif status == 409 and "stale" in detail:
-            cls = StaleGradientError
-        else:
-            cls = ERROR_OF_STATUS.get(status, ServerError)
+    """The exception for a failure reply: by the server's error code, else by status."""
+    cls = ERROR_OF_CODE.get(code or "") or ERROR_OF_STATUS.get(status, ServerError)
     return cls(detail, status, code)
 
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from service.api import codecs
+from service.api.errors import wire_codes
 from service.api.main import create_app
 from service.api.settings import Settings
 from service.core.registry import TableRegistry
@@ -344,4 +345,5 @@ def test_bad_input(app: FastAPI, client: TestClient, case: Case) -> None:
     detail = reply.json()["detail"]
     assert isinstance(detail, str)
     assert case.detail in detail
+    assert wire_codes().get(reply.headers.get("x-error-code", "")) == case.status  # its code
     assert checksum(app.state.registry) == before

@@ -19,7 +19,7 @@ from service.client import (
     TableNotFoundError,
     UnauthorizedError,
 )
-from service.client.errors import error_for
+from service.client.errors import ERROR_OF_CODE, ERROR_OF_STATUS, error_for
 from tests.client.conftest import ClientFactory
 from tests.client.transports import FaultyTransport
 from tests.conftest import free_port
@@ -158,8 +158,14 @@ def test_every_error_is_an_embedding_client_error() -> None:
         (409, "table 'a' already exists", "table_exists", TableExistsError),
         (409, "gradient computed at step 0 is 3 steps stale", "stale_gradient",
          StaleGradientError),
-        (409, "gradient computed at step 0 is 3 steps stale", None, StaleGradientError),
-        (409, "table 'a' already exists", None, TableExistsError),
+        # the sentence is never read: without a code, a 409 cannot be told apart
+        (409, "gradient computed at step 0 is 3 steps stale", None, ServerError),
+        (409, "table 'a' already exists", None, ServerError),
+        (409, "table 'a' already exists", "a_code_from_a_newer_service", ServerError),
+        (404, "Not Found", "not_found", ServerError),
+        (422, "Idempotency-Key must be 1-255 printable", "invalid_idempotency_key",
+         InvalidRequestError),
+        (401, "Authorization token is not valid", "unauthorized", UnauthorizedError),
         (422, "ids must be >= 0, got -1", "invalid_request", InvalidRequestError),
         (415, "Content-Type 'text/plain' is not supported", "unsupported_media_type",
          InvalidRequestError),
@@ -168,6 +174,8 @@ def test_every_error_is_an_embedding_client_error() -> None:
         (413, "body exceeds max_body_bytes=10", None, PayloadTooLargeError),
         (413, "table 'a' needs 8 bytes", "budget_exceeded", PayloadTooLargeError),
         (503, "the data directory refused", "storage_error", ServerUnavailableError),
+        (503, "damaged snapshot: weights.npy", "snapshot_damaged", ServerUnavailableError),
+        (422, "a sentence that says stale and exists", "invalid_request", InvalidRequestError),
         (500, "Internal Server Error", None, ServerError),
     ],
 )
@@ -176,3 +184,15 @@ def test_error_for(status: int, detail: str, code: str | None, expected: type) -
     assert type(error) is expected
     assert (error.status, error.detail, error.code) == (status, detail, code)
     assert str(error) == f"{detail} (HTTP {status})"
+
+
+def test_the_client_knows_every_code_the_service_sends() -> None:
+    """One table on each side: every code the service can send has its exception here, of the
+    kind its status says (the server's hierarchy is read by the test, never by the client)."""
+    from service.api.errors import wire_codes
+
+    assert set(ERROR_OF_CODE) == set(wire_codes())
+    for code, status in wire_codes().items():
+        by_status = ERROR_OF_STATUS.get(status, ServerError)
+        assert ERROR_OF_CODE[code] is by_status or status in (404, 409), code
+
