@@ -1,156 +1,124 @@
-"""A lean HTTP/1.1 transport for the async client: httpx's async transport interface over anyio
-byte streams (asyncio or trio), with kept-alive connections.
-
-The reason is the sync transport's (service/client/_transport.py): httpx's own transport parses
-replies through h11 a chunk at a time, which made a 1 MiB lookup reply cost about three times the
-wire time. Here the head is read up to its blank line and the body is gathered with one copy
-(chunk by chunk for Transfer-Encoding: chunked). Errors are raised as httpx's exception types.
+"""The async client's transport: httpx's async transport interface over anyio byte streams
+(asyncio or trio), with kept-alive connections, HTTP/1.1 written and parsed by h11, as in the
+sync transport (service.client._http11 is the part they share, and says why h11). Errors are
+raised as httpx's exception types.
 """
 
 from __future__ import annotations
 
-import select
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import anyio
+import h11
 import httpx
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import current_token
 
-from service.client._transport import parse_head
-
-ConnectionKey = tuple[str, str, int]
-MAX_HEAD_BYTES = 64 * 2**10
-NO_BODY_STATUSES = frozenset({204, 304})
+from service.client import _http11 as http11
+from service.client._http11 import Origin, Prepared
 
 
-class Reader:
-    """Bytes of a stream read up to a delimiter or a length. A large body is joined from the
-    received chunks with one copy (anyio's BufferedByteReceiveStream copies it three times)."""
+class Connection:
+    """One kept-alive connection: a byte stream, h11's state of it, and the event loop it
+    belongs to (anyio.lowlevel.current_token())."""
+
+    __slots__ = ("stream", "http", "loop")
 
     def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
-        self.pending = bytearray()
+        self.http = h11.Connection(h11.CLIENT)
+        self.loop = current_token()
 
-    async def receive_until(self, delimiter: bytes, max_bytes: int) -> bytes:
-        start = 0
-        while (end := self.pending.find(delimiter, start)) < 0:
-            if len(self.pending) > max_bytes:
-                raise httpx.RemoteProtocolError(f"no {delimiter!r} within {max_bytes} bytes")
-            start = max(0, len(self.pending) - len(delimiter) + 1)
-            self.pending += await self.stream.receive(65536)
-        found = bytes(self.pending[:end])
-        del self.pending[: end + len(delimiter)]
-        return found
-
-    async def receive_exactly(self, count: int) -> bytes:
-        if len(self.pending) >= count:
-            found = bytes(self.pending[:count])
-            del self.pending[:count]
-            return found
-        chunks = [bytes(self.pending)]
-        received = len(self.pending)
-        while received < count:
-            chunk = await self.stream.receive(max(count - received, 65536))
-            chunks.append(chunk)
-            received += len(chunk)
-        found = b"".join(chunks)  # the one copy of a large body
-        self.pending = bytearray(found[count:])
-        return found[:count] if received > count else found
-
-    async def receive(self) -> bytes:
-        if self.pending:
-            found = bytes(self.pending)
-            self.pending.clear()
-            return found
-        return await self.stream.receive(65536)
-
-
-@dataclass(slots=True)
-class Connection:
-    stream: ByteStream
-    reader: Reader
-    loop: object  # the event loop it belongs to (anyio.lowlevel.current_token())
+    async def exchange(
+        self, request: Prepared, timeouts: Mapping[str, float | None],
+        original: httpx.Request | None,
+    ) -> httpx.Response:
+        """Send one request and read its reply; the caller closes the connection on error."""
+        phase = "write"
+        try:
+            with anyio.fail_after(timeouts.get("write")):
+                for piece in http11.request_bytes(self.http, request):
+                    await self.stream.send(piece)
+            phase = "read"
+            with anyio.fail_after(timeouts.get("read")):
+                reply = http11.Reply(self.http)
+                complete = False
+                while not complete:
+                    try:
+                        data = await self.stream.receive(http11.STREAM_READ_BYTES)
+                    except anyio.EndOfStream:
+                        data = b""
+                    complete = reply.receive(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
+            raise http11.as_httpx_error(ConnectionError(str(error) or type(error).__name__),
+                                        phase, original) from error
+        except Exception as error:
+            raise http11.as_httpx_error(error, phase, original) from error
+        return reply.response()
 
     def dropped(self) -> bool:
-        """An idle kept-alive connection the server has closed (or sent junk on) reads as ready."""
-        if self.reader.pending:
-            return True
+        """Closed by the server (or sent junk) while idle in the pool."""
         sock = self.stream.extra(SocketAttribute.raw_socket, None)
-        if sock is None:
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        return sock is not None and http11.readable_now(sock)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.stream.aclose()
 
 
 class PooledAsyncHTTPTransport(httpx.AsyncBaseTransport):
-    """Keeps up to `max_idle` connections per host open between requests; each request takes a
-    connection of its own. Use it from one event loop."""
+    """Keeps up to `max_idle` connections per origin open between requests; each request takes a
+    connection of its own. Use it from one event loop at a time."""
 
     def __init__(self, max_idle: int = 16, ssl_context: ssl.SSLContext | None = None) -> None:
         self.max_idle = max_idle
         self.ssl_context = ssl_context
-        self._idle: dict[ConnectionKey, list[Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        url = request.url
-        default_port = 443 if url.scheme == "https" else 80
-        key: ConnectionKey = (url.scheme, url.host, url.port or default_port)
-        connection = await self._take(key)
-        if connection is None:
-            connection = await self._connect(key, timeouts.get("connect"), request)
-        body = await request.aread()
-        head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1".encode()]
-        head += [name + b": " + value for name, value in request.headers.raw]
-        message = b"\r\n".join(head) + b"\r\n\r\n" + body
-        phase = "write"
-        try:
-            with anyio.fail_after(timeouts.get("write")):
-                await connection.stream.send(message)
-            phase = "read"
-            with anyio.fail_after(timeouts.get("read")):
-                status, reason, headers = await read_head(connection.reader)
-                content, keep_alive = await read_body(
-                    connection.reader, request.method, status, headers
-                )
-        except BaseException as error:
-            with anyio.CancelScope(shield=True):
-                await connection.stream.aclose()
-            converted = as_httpx_error(error, phase, request)
-            if converted is error:
-                raise
-            raise converted from error
-        if keep_alive:
-            await self._give_back(key, connection)
-        else:
-            await connection.stream.aclose()
-        return httpx.Response(
-            status, headers=headers, content=content,
-            extensions={"reason_phrase": reason, "http_version": b"HTTP/1.1"},
-        )
+        await request.aread()
+        return await self.send(http11.prepared(request), request.extensions.get("timeout", {}),
+                               request)
 
-    async def _take(self, key: ConnectionKey) -> Connection | None:
-        idle = self._idle.get(key, [])
+    async def send(
+        self, request: Prepared, timeouts: Mapping[str, float | None],
+        original: httpx.Request | None = None,
+    ) -> httpx.Response:
+        """What handle_async_request does, for a request the client prepared itself (no
+        httpx.Request to build: a good part of a small call's cost)."""
+        origin = request.origin
+        connection = await self._take(origin)
+        if connection is None:
+            connection = await self._connect(origin, timeouts.get("connect"), original)
+        try:
+            response = await connection.exchange(request, timeouts, original)
+        except BaseException:
+            await connection.close()
+            raise
+        if http11.ready_for_another(connection.http):
+            await self._give_back(origin, connection)
+        else:
+            await connection.close()
+        return response
+
+    async def _take(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin, [])
         loop = current_token()
         while idle:
             connection = idle.pop()
             if connection.loop != loop:  # left by an event loop that has ended
                 connection.stream.extra(SocketAttribute.raw_socket).close()
             elif connection.dropped():
-                await connection.stream.aclose()
+                await connection.close()
             else:
                 return connection
         return None
 
     async def _connect(
-        self, key: ConnectionKey, timeout: float | None, request: httpx.Request
+        self, origin: Origin, timeout: float | None, request: httpx.Request | None
     ) -> Connection:
-        scheme, host, port = key
+        scheme, host, port = origin
         try:
             with anyio.fail_after(timeout):
                 if scheme == "https":
@@ -165,70 +133,17 @@ class PooledAsyncHTTPTransport(httpx.AsyncBaseTransport):
                                        request=request) from error
         except OSError as error:
             raise httpx.ConnectError(f"{host}:{port}: {error}", request=request) from error
-        return Connection(stream, Reader(stream), current_token())
+        return Connection(stream)
 
-    async def _give_back(self, key: ConnectionKey, connection: Connection) -> None:
-        idle = self._idle.setdefault(key, [])
+    async def _give_back(self, origin: Origin, connection: Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
         if len(idle) < self.max_idle:
             idle.append(connection)
         else:
-            await connection.stream.aclose()
+            await connection.close()
 
     async def aclose(self) -> None:
         connections = [c for idle in self._idle.values() for c in idle]
         self._idle.clear()
         for connection in connections:
-            await connection.stream.aclose()
-
-
-async def read_head(
-    reader: Reader,
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status, reason phrase and headers of a reply, up to its blank line."""
-    return parse_head(await reader.receive_until(b"\r\n\r\n", MAX_HEAD_BYTES))
-
-
-async def read_body(
-    reader: Reader, method: str, status: int,
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[bytes, bool]:
-    """The reply body, and whether the connection may be used again."""
-    fields = {name.lower(): value for name, value in headers}
-    keep_alive = fields.get(b"connection", b"").lower() != b"close"
-    if method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200:
-        return b"", keep_alive
-    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
-        chunks: list[bytes] = []
-        while True:
-            size = int((await reader.receive_until(b"\r\n", 1024)).split(b";")[0], 16)
-            if size == 0:
-                while await reader.receive_until(b"\r\n", MAX_HEAD_BYTES):  # trailers
-                    pass
-                return b"".join(chunks), keep_alive
-            chunks.append(await reader.receive_exactly(size))
-            await reader.receive_exactly(2)
-    length = fields.get(b"content-length")
-    if length is not None:
-        return await reader.receive_exactly(int(length)), keep_alive
-    chunks = []  # no length: the body runs to the end of the connection
-    try:
-        while True:
-            chunks.append(await reader.receive())
-    except anyio.EndOfStream:
-        return b"".join(chunks), False
-
-
-def as_httpx_error(error: BaseException, phase: str, request: httpx.Request) -> BaseException:
-    """httpx's exception for a failure while writing the request or reading the reply."""
-    if isinstance(error, httpx.TransportError):
-        return error
-    if isinstance(error, TimeoutError):
-        cls = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
-        return cls(f"{phase} timed out", request=request)
-    if isinstance(error, anyio.EndOfStream | anyio.IncompleteRead | anyio.BrokenResourceError
-                  | anyio.DelimiterNotFound | anyio.ClosedResourceError | OSError | ValueError):
-        doing = "writing the request" if phase == "write" else "reading the reply"
-        return httpx.RemoteProtocolError(
-            f"connection lost or reply malformed while {doing}: {type(error).__name__} {error}",
-            request=request)
-    return error  # cancellation and the like pass through unchanged
+            await connection.close()

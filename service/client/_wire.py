@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 
 from service.client import _codecs as codecs
+from service.client._http11 import Prepared, origin_of
 from service.client.errors import EmbeddingClientError, ServerUnavailableError, error_for
 from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
 
@@ -64,9 +65,11 @@ class RetryPolicy:
 
 
 class RequestFactory:
-    """httpx.Requests for Calls to one service. Built here rather than by httpx.Client, whose
-    per-call URL and header merging costs more than the rest of a small call: the URL of each
-    (path, query) is parsed once, and the default headers and timeouts are fixed."""
+    """Requests for Calls to one service: httpx.Requests for any httpx transport, and for the
+    client's own transports the same request prepared without one (building an httpx.Request
+    costs more than the rest of a small call). Built here rather than by httpx.Client, whose
+    per-call URL and header merging costs more still: the URL of each (path, query) is parsed
+    once, and the default headers and timeouts are fixed."""
 
     def __init__(
         self, base_url: str, token: str | None, connect_timeout: float, read_timeout: float
@@ -80,7 +83,10 @@ class RequestFactory:
         self.timeouts = {"connect": connect_timeout, "read": read_timeout,
                          "write": read_timeout, "pool": read_timeout}
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
-        self._heads: dict[tuple[str, httpx.URL], bytes] = {}
+        netloc = httpx.URL(self.base_url).netloc
+        self._default_headers = [(b"Host", netloc)] + [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers.items()]
 
     def url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
         key = (path, tuple(params.items()) if params else ())
@@ -91,28 +97,21 @@ class RequestFactory:
             url = self._urls[key] = httpx.URL(self.base_url + path, params=params)
         return url
 
-    def head(self, call: Call[Any]) -> tuple[tuple[str, str, int], bytes]:
-        """(scheme, host, port) and the request head of a call, as bytes: what
-        PooledHTTPTransport.exchange sends, without building an httpx.Request."""
+    def prepare(self, call: Call[Any]) -> Prepared:
+        """The call as the client's own transports take it (what build's httpx.Request would
+        send: the same headers, Content-Length as httpx sets it)."""
         url = self.url(call.path, call.params)
-        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        overridden = any(name in self.headers for name in call.headers or {})
-        prefix = None if overridden else self._heads.get((call.method, url))
-        if prefix is None:
-            if len(self._heads) >= 1024:
-                self._heads.clear()
-            lines = [f"{call.method} {url.raw_path.decode('ascii')} HTTP/1.1",
-                     f"Host: {url.netloc.decode('ascii')}",
-                     *(f"{name}: {value}" for name, value in self.headers.items()
-                       if not overridden or name not in (call.headers or {}))]
-            prefix = "\r\n".join(lines).encode("latin-1")
-            if not overridden:
-                self._heads[(call.method, url)] = prefix
-        extra = "".join(f"\r\n{name}: {value}" for name, value in (call.headers or {}).items())
-        length = len(call.content) if call.content is not None else 0
-        if length or call.method in ("POST", "PUT", "PATCH"):
-            extra += f"\r\nContent-Length: {length}"
-        return key, prefix + extra.encode("latin-1") + b"\r\n\r\n"
+        headers = self._default_headers
+        if call.headers:
+            overridden = {name.lower() for name in call.headers}
+            headers = [header for header in headers
+                       if header[0].decode("latin-1").lower() not in overridden]
+            headers += [(name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in call.headers.items()]
+        body = call.content or b""
+        if body or call.method in ("POST", "PUT", "PATCH"):
+            headers = [*headers, (b"Content-Length", str(len(body)).encode("ascii"))]
+        return Prepared(origin_of(url), call.method.encode("ascii"), url.raw_path, headers, body)
 
     def build(self, call: Call[Any]) -> httpx.Request:
         headers = {**self.headers, **call.headers} if call.headers else self.headers

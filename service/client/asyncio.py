@@ -50,8 +50,8 @@ class AsyncEmbeddingClient:
         wire: "binary" (.npy / .npz bodies, the fast default) or "json".
         max_connections: idle connections kept open to the service between calls.
         transport: an httpx async transport to send through instead of the default one (a
-            lean anyio connection pool): httpx.AsyncHTTPTransport(...) for proxies or HTTP/2,
-            httpx.ASGITransport(app) in tests.
+            lean anyio connection pool, HTTP/1.1 by h11): httpx.AsyncHTTPTransport(...) for
+            proxies or HTTP/2, httpx.ASGITransport(app) in tests.
     """
 
     def __init__(
@@ -154,11 +154,20 @@ class AsyncEmbeddingClient:
 
     # -- sending ---------------------------------------------------------------------------
     async def _send(self, call: Call[T]) -> T:
-        request = self._factory.build(call)  # once: its Idempotency-Key is the same on retries
+        # Built once: its Idempotency-Key is the same on retries. The default transport takes
+        # the request prepared (no httpx.Request to build); any other gets an httpx.Request.
+        own = self._transport if isinstance(self._transport, PooledAsyncHTTPTransport) else None
+        if own is not None:
+            prepared = self._factory.prepare(call)
+        else:
+            request = self._factory.build(call)
         attempt = 0
         while True:
             try:
-                response = await self._transport.handle_async_request(request)
+                if own is not None:
+                    response = await own.send(prepared, self._factory.timeouts)
+                else:
+                    response = await self._transport.handle_async_request(request)
                 try:
                     await response.aread()
                 finally:

@@ -46,8 +46,8 @@ class EmbeddingClient:
         wire: "binary" (.npy / .npz bodies, the fast default) or "json".
         max_connections: idle connections kept open to the service between calls.
         transport: an httpx transport to send through instead of the default one (a lean
-            http.client pool): httpx.HTTPTransport(...) for proxies or HTTP/2, or an ASGI
-            transport in tests.
+            connection pool, HTTP/1.1 by h11): httpx.HTTPTransport(...) for proxies or HTTP/2,
+            or an ASGI transport in tests.
     """
 
     def __init__(
@@ -147,18 +147,17 @@ class EmbeddingClient:
     # -- sending ---------------------------------------------------------------------------
     def _send(self, call: Call[T]) -> T:
         # Built once: its Idempotency-Key is the same on retries. The default transport takes
-        # the request as bytes (no httpx.Request to build); any other gets an httpx.Request.
-        lean = self._transport if isinstance(self._transport, PooledHTTPTransport) else None
-        if lean is not None:
-            key, head = self._factory.head(call)
+        # the request prepared (no httpx.Request to build); any other gets an httpx.Request.
+        own = self._transport if isinstance(self._transport, PooledHTTPTransport) else None
+        if own is not None:
+            prepared = self._factory.prepare(call)
         else:
             request = self._factory.build(call)
         attempt = 0
         while True:
             try:
-                if lean is not None:
-                    response = lean.exchange(key, call.method, head, call.content or b"",
-                                             self._factory.timeouts)
+                if own is not None:
+                    response = own.send(prepared, self._factory.timeouts)
                 else:
                     response = self._transport.handle_request(request)
                 try:
