@@ -33,13 +33,19 @@ class Connection:
     async def exchange(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None,
-    ) -> httpx.Response:
-        """Send one request and read its reply; the caller closes the connection on error."""
+    ) -> tuple[httpx.Response, bool]:
+        """Send one request and read its reply, and whether the connection may be used again;
+        the caller closes it on error. When sending fails, the reply is still read (a server
+        may refuse a body over its limit, reply 413 and close), and returned if it is whole."""
         phase = "write"
+        lost: Exception | None = None  # sending failed: the reply, if any, says why
         try:
             with anyio.fail_after(timeouts.get("write")):
-                for piece in http11.request_bytes(self.http, request):
-                    await self.stream.send(piece)
+                try:
+                    for piece in http11.request_bytes(self.http, request):
+                        await self.stream.send(piece)
+                except (anyio.BrokenResourceError, OSError) as error:
+                    lost = ConnectionError(f"{type(error).__name__} {error}".strip())
             phase = "read"
             with anyio.fail_after(timeouts.get("read")):
                 reply = http11.Reply(self.http)
@@ -51,11 +57,13 @@ class Connection:
                         data = b""
                     complete = reply.receive(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
-            raise http11.as_httpx_error(ConnectionError(str(error) or type(error).__name__),
-                                        phase, original) from error
+            raise http11.as_httpx_error(
+                lost or ConnectionError(str(error) or type(error).__name__),
+                "write" if lost else phase, original) from error
         except Exception as error:
-            raise http11.as_httpx_error(error, phase, original) from error
-        return reply.response()
+            cause = error if lost is None else lost
+            raise http11.as_httpx_error(cause, "write" if lost else phase, original) from error
+        return reply.response(), lost is None
 
     def dropped(self) -> bool:
         """Closed by the server (or sent junk) while idle in the pool."""
@@ -92,11 +100,11 @@ class PooledAsyncHTTPTransport(httpx.AsyncBaseTransport):
         if connection is None:
             connection = await self._connect(origin, timeouts.get("connect"), original)
         try:
-            response = await connection.exchange(request, timeouts, original)
+            response, reusable = await connection.exchange(request, timeouts, original)
         except BaseException:
             await connection.close()
             raise
-        if http11.ready_for_another(connection.http):
+        if reusable and http11.ready_for_another(connection.http):
             await self._give_back(origin, connection)
         else:
             await connection.close()

@@ -1,7 +1,7 @@
 """The sync client's transport: httpx's transport interface over plain sockets, with kept-alive
 connections, HTTP/1.1 written and parsed by h11 (service.client._http11 says why h11).
 
-Only what every platform's socket module has is used (connect, sendall, recv, settimeout; the
+Only what every platform's socket module has is used (connect, send, recv, settimeout; the
 socket's own timeouts wait with poll(), not select()), so it runs the same on Windows, and with
 any number of open files. Errors are raised as httpx's exception types, so retries treat every
 transport alike; any httpx transport can be passed to the client instead (tests pass ASGI ones
@@ -40,21 +40,33 @@ class Connection:
     def exchange(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None,
-    ) -> httpx.Response:
-        """Send one request and read its reply; the caller closes the connection on error."""
+    ) -> tuple[httpx.Response, bool]:
+        """Send one request and read its reply, and whether the connection may be used again;
+        the caller closes it on error. A server may refuse a request before reading all of it
+        and close (a 413 for a body over its limit): when sending fails, its reply is still
+        read, and returned if it is whole."""
         phase = "write"
+        lost: OSError | None = None  # sending failed: the reply, if any, says why
         try:
             self.set_timeout(timeouts.get("write"))
-            for piece in http11.request_bytes(self.http, request):
-                self.sock.sendall(piece)
+            try:
+                for piece in http11.request_bytes(self.http, request):
+                    view = memoryview(piece)
+                    while view:  # the write timeout bounds each send, as the read one each
+                        view = view[self.sock.send(view) :]  # recv: a long upload goes on
+            except TimeoutError:
+                raise
+            except OSError as error:
+                lost = error
             phase = "read"
             self.set_timeout(timeouts.get("read"))
             reply = http11.Reply(self.http)
             while not reply.receive(self.sock.recv(http11.PIECE_BYTES)):
                 pass
         except Exception as error:
-            raise http11.as_httpx_error(error, phase, original) from error
-        return reply.response()
+            cause = error if lost is None else lost
+            raise http11.as_httpx_error(cause, "write" if lost else phase, original) from error
+        return reply.response(), lost is None
 
     def close(self) -> None:
         self.sock.close()
@@ -83,11 +95,11 @@ class PooledHTTPTransport(httpx.BaseTransport):
         connection = self._take(origin) or self._connect(origin, timeouts.get("connect"),
                                                          original)
         try:
-            response = connection.exchange(request, timeouts, original)
+            response, reusable = connection.exchange(request, timeouts, original)
         except BaseException:
             connection.close()
             raise
-        if http11.ready_for_another(connection.http):
+        if reusable and http11.ready_for_another(connection.http):
             self._give_back(origin, connection)
         else:
             connection.close()

@@ -196,3 +196,18 @@ def test_the_client_knows_every_code_the_service_sends() -> None:
         by_status = ERROR_OF_STATUS.get(status, ServerError)
         assert ERROR_OF_CODE[code] is by_status or status in (404, 409), code
 
+
+
+def test_a_body_far_over_the_limit_is_refused_with_the_server_s_reply(
+    live_servers: Any,
+) -> None:
+    """uvicorn refuses a 24 MB body over max_body_bytes before reading it, replies 413 and
+    closes, so sending fails midway: the sync client still reads that reply (not a lost
+    connection retried, uploading the body again each time)."""
+    server = live_servers({"max_body_bytes": 100_000})
+    with EmbeddingClient(server.url, retries=0) as client:
+        with pytest.raises(PayloadTooLargeError) as caught:
+            client.lookup("any", np.zeros(3_000_000, np.int64))
+        assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+        assert caught.value.detail == "Content-Length 24000128 exceeds max_body_bytes=100000"
+        assert client.health() == {"status": "ok"}  # on a new connection
