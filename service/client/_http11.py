@@ -4,12 +4,13 @@ which bytes to send, takes the bytes received, and tells when a connection may b
 The sync transport (_transport.py) moves the bytes over a socket, the async one
 (_async_transport.py) over an anyio stream; nothing here does I/O.
 
-Why h11 and not a whole client library: httpcore (httpx's own transport, h11 inside) and a
-plain httpx.Client cost more than the rest of a 1 MiB lookup on top of the wire, and urllib3 has
-no async side. With h11 alone both clients share one parser, and reading 64 KiB at a time keeps
-its copies of each piece in the CPU cache and under malloc's mmap threshold (bigger pieces made
-a 1 MiB reply slower). bench/client_overhead.py measures the result against a raw http.client
-connection; the README has the figures.
+Why h11 rather than a whole client library: measured with the client over each (the README's
+client section has the figures), httpcore's pools (httpx's own transport, h11 inside) and
+urllib3's cost more per lookup than h11 under these small pools, httpcore's async pool about
+twice as much, and urllib3 has no async side; with h11 both clients share one parser. h11 copies
+what it is given, so replies are fed to it 64 KiB at a time: the copies stay in the CPU cache
+(bigger pieces were slower). bench/client_overhead.py measures the client against a raw
+http.client connection.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Reply:
                 self.headers = event.headers.raw_items()  # type: ignore[union-attr]
             elif kind is h11.EndOfMessage:
                 return True
-            elif kind is h11.ConnectionClosed or event is h11.PAUSED:
+            elif kind is h11.ConnectionClosed:
                 raise httpx.RemoteProtocolError("the server closed the connection mid-reply")
             # an InformationalResponse (1xx) precedes the reply: read on
 
