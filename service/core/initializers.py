@@ -1,4 +1,14 @@
-"""Initial weights of a table: normal, uniform or zeros, reproducible from a seed."""
+"""Initial weights of a table: normal, uniform or zeros, reproducible from a seed.
+
+`check_init` refuses, before anything is allocated, parameters that cannot give finite weights in
+the table's dtype. For uniform that is exact: the draws are low + u * (high - low) with u in
+[0, 1), computed in the table's dtype, so low, high and high - low must be finite there. A normal
+draw has no bound in theory, so "cannot" needs a rule: numpy's sampler is a ziggurat whose tail
+is drawn from uniforms of 53 bits (float64) or 24 bits (float32), and the largest |z| it can
+return is below 3.6542 + sqrt(2 * 53 ln 2) = 12.23 (float64) and 3.6542 + sqrt(2 * 24 ln 2) =
+9.42 (float32). A std with std * NORMAL_DRAW_BOUND (16) finite therefore gives finite weights for
+every seed; a larger one may overflow, and is refused.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,10 @@ from typing import Literal
 
 import numpy as np
 
+from service.core.errors import InvalidRequest
+
 InitKind = Literal["normal", "uniform", "zeros"]
+NORMAL_DRAW_BOUND = 16.0  # above the largest |z| numpy's normal sampler returns (see above)
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,29 @@ class InitSpec:
         if self.kind == "uniform":
             return {"kind": "uniform", "low": self.low, "high": self.high}
         return {"kind": "zeros"}
+
+
+def check_init(spec: InitSpec, dtype: np.dtype) -> None:
+    """InvalidRequest unless every weight initial_weights can draw for `spec` is finite in
+    `dtype` (the rule is in the module docstring)."""
+    largest = float(np.finfo(dtype).max)
+    if spec.kind == "normal" and not spec.std * NORMAL_DRAW_BOUND <= largest:
+        raise InvalidRequest(
+            f"init.std must be at most {largest / NORMAL_DRAW_BOUND:.4g} for a {dtype.name} table "
+            "(std x 16 must stay finite: numpy's normal sampler draws |z| < 9.5 in float32 and "
+            f"< 12.3 in float64), got {spec.std!r}"
+        )
+    if spec.kind == "uniform":
+        for name, value in (("low", spec.low), ("high", spec.high)):
+            if not abs(value) <= largest:
+                raise InvalidRequest(f"init.{name} must be finite in {dtype.name} "
+                                     f"(|{name}| <= {largest:.4g}), got {value!r}")
+        if not spec.high - spec.low <= largest:
+            raise InvalidRequest(
+                f"init.high - init.low must be at most {largest:.4g} for a {dtype.name} table "
+                f"(the draws are low + u x (high - low)), got low={spec.low!r}, "
+                f"high={spec.high!r}"
+            )
 
 
 def initial_weights(

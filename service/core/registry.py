@@ -1,4 +1,11 @@
-"""The named tables of one service, with the limits on how many and how large."""
+"""The named tables of one service, with the limits on how many and how large.
+
+A new table is allocated and filled outside the registry's lock, which a large table would
+otherwise hold for seconds (every delete, create and budget check waiting behind it): its name
+and bytes are reserved under the lock, the table is built, then published under the lock. The
+memory budget counts tables, tables being built, and any other holder of memory the service
+registers (`add_memory_holder`: the API's idempotency store).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,10 @@ import functools
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from service.core.errors import BudgetExceeded, InvalidRequest, TableExists, TableNotFound
-from service.core.initializers import InitSpec
+from service.core.initializers import InitSpec, check_init
 from service.core.optimizers import make_optimizer
 from service.core.table import DTYPES, EmbeddingTable
 
@@ -24,6 +31,13 @@ def check_table_name(name: str) -> None:
         )
 
 
+class MemoryHolder(Protocol):
+    """Anything holding memory that counts against the budget besides the tables."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+
 class TableRegistry:
     """Tables by name. Creation checks the table count and the memory budget before allocating."""
 
@@ -31,6 +45,8 @@ class TableRegistry:
         self.memory_budget_bytes = memory_budget_bytes
         self.max_tables = max_tables
         self._tables: dict[str, EmbeddingTable] = {}
+        self._building: dict[str, int] = {}  # tables being allocated: name -> bytes reserved
+        self._holders: list[MemoryHolder] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -47,7 +63,20 @@ class TableRegistry:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the tables."""
         return sum(table.nbytes for table in self)
+
+    @property
+    def memory_used_bytes(self) -> int:
+        """Everything counted against the budget: tables, tables being allocated, and other
+        holders. Reads snapshots of the containers: safe without the lock."""
+        building = sum(list(self._building.values()))
+        return self.nbytes + building + sum(holder.nbytes for holder in list(self._holders))
+
+    def add_memory_holder(self, holder: MemoryHolder) -> None:
+        """Count holder.nbytes, read at every check, against the memory budget."""
+        with self._lock:
+            self._holders.append(holder)
 
     def create(
         self,
@@ -70,28 +99,33 @@ class TableRegistry:
             raise InvalidRequest(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if max_staleness is not None and max_staleness < 0:
             raise InvalidRequest(f"max_staleness must be >= 0, got {max_staleness!r}")
+        check_init(init or InitSpec(), DTYPES[dtype])
         rule = make_optimizer(optimizer or {"kind": "sgd"})
         shape = (num_embeddings, embedding_dim)
         itemsize = DTYPES[dtype].itemsize
         needed = shape[0] * shape[1] * itemsize + rule.state_bytes(shape, DTYPES[dtype])
-        with self._lock:
-            if name in self._tables:
-                raise TableExists(name)
-            self._reserve(name, needed)
+        with self._lock:  # reserve the name and the bytes
+            self._check_room(name, needed)
+            self._building[name] = needed
+        try:  # allocate and fill: seconds for a large table, so not under the lock
             table = EmbeddingTable(
                 name, num_embeddings, embedding_dim, rule, dtype=dtype, init=init, seed=seed,
                 max_staleness=max_staleness,
             )
-            table.pending_gradient.memory_check = functools.partial(self._check_growth, name)
+        except BaseException:
+            with self._lock:
+                del self._building[name]
+            raise
+        table.pending_gradient.memory_check = functools.partial(self._check_growth, name)
+        with self._lock:  # publish
+            del self._building[name]
             self._tables[name] = table
-            return table
+        return table
 
     def add(self, table: EmbeddingTable) -> None:
         """Register a table built elsewhere (restored from a snapshot), under the same limits."""
         with self._lock:
-            if table.name in self._tables:
-                raise TableExists(table.name)
-            self._reserve(table.name, table.nbytes)
+            self._check_room(table.name, table.nbytes)
             table.pending_gradient.memory_check = functools.partial(self._check_growth, table.name)
             self._tables[table.name] = table
 
@@ -100,24 +134,26 @@ class TableRegistry:
             if self._tables.pop(name, None) is None:
                 raise TableNotFound(name)
 
-    def _reserve(self, name: str, needed: int) -> None:
-        """Refuse a new table that breaks the count limit or the budget. Caller holds the lock."""
-        if len(self._tables) >= self.max_tables:
+    def _check_room(self, name: str, needed: int) -> None:
+        """Refuse a new table whose name is taken (or being created), or that breaks the count
+        limit or the budget. Caller holds the lock."""
+        if name in self._tables or name in self._building:
+            raise TableExists(name)
+        if len(self._tables) + len(self._building) >= self.max_tables:
             raise BudgetExceeded(
                 f"table {name!r} refused: the service already holds max_tables={self.max_tables}"
             )
-        used = sum(table.nbytes for table in self._tables.values())
+        used = self.memory_used_bytes
         if used + needed > self.memory_budget_bytes:
             raise BudgetExceeded(
                 f"table {name!r} needs {needed} bytes (weights + optimizer state); "
                 f"{used} of the memory budget of {self.memory_budget_bytes} bytes are in use"
             )
 
-
     def _check_growth(self, name: str, extra: int) -> None:
         """Called by a table (under its own lock, so not taking the registry's) before its
         pending gradient grows by `extra` bytes."""
-        used = sum(table.nbytes for table in list(self._tables.values()))
+        used = self.memory_used_bytes
         if used + extra > self.memory_budget_bytes:
             raise BudgetExceeded(
                 f"push to table {name!r} refused: its pending gradient needs {extra} more bytes "
@@ -143,4 +179,4 @@ def total_memory_bytes() -> int:
     return physical
 
 
-__all__ = ["TableRegistry", "check_table_name", "total_memory_bytes"]
+__all__ = ["MemoryHolder", "TableRegistry", "check_table_name", "total_memory_bytes"]

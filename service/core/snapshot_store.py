@@ -5,6 +5,8 @@
     data_dir/tmp/                          snapshots being written; removed at start
     data_dir/trash/                        deleted tables on their way out; removed at start
     data_dir/damaged/                      snapshots skipped at start (skip_damaged=True)
+    data_dir/LOCK                          held by the one process using the directory
+                                           (service.core.directory_lock); holds its pid
 
 A snapshot is written into tmp/, fsynced, renamed into tables/<name>/ and committed by
 replacing CURRENT (write CURRENT.tmp, fsync, rename over CURRENT, fsync the directory); only then
@@ -12,7 +14,8 @@ is the previous snapshot removed. A process killed at any moment therefore leave
 a complete snapshot, the old one or the new one. Anything CURRENT does not name is a leftover of
 an interrupted write and is removed by `open()`; a table directory without CURRENT never had a
 committed snapshot and is removed too. A deleted table's directory is moved to trash/ in one
-rename (`forget`), so it never comes back after a restart.
+rename, so it never comes back after a restart; `delete_table` does that before the table
+leaves the registry, so a delete the disk refuses has not happened (a retry completes it).
 
 Snapshots run one at a time (`_run_lock`); commits and deletions of table directories take
 `_directory_lock`, so a table deleted while its snapshot was being written is not resurrected.
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.core.directory_lock import lock_directory, unlock_directory
 from service.core.errors import InvalidRequest, SnapshotDamaged, StorageError, TableNotFound
 from service.core.registry import TableRegistry, check_table_name
 from service.core.snapshots import CHUNK_BYTES, WrittenTable, fsync_path, read_table, write_table
@@ -57,7 +61,8 @@ class RestoreReport:
 
 
 class SnapshotStore:
-    """Snapshots of a registry's tables in `data_dir`. Call `open()` before anything else.
+    """Snapshots of a registry's tables in `data_dir`. Call `open()` before anything else, and
+    `close()` when done (another process may then open the directory).
 
     >>> store = SnapshotStore(Path("data")); store.open(); store.restore_into(registry)
     >>> store.snapshot(registry).written   # every table that changed since its last snapshot
@@ -81,22 +86,32 @@ class SnapshotStore:
         self._directory_lock = threading.Lock()
         # name -> (the table object, its change count) as of its committed snapshot
         self._committed: dict[str, tuple[weakref.ref[EmbeddingTable], int]] = {}
+        self._unlock: weakref.finalize | None = None
 
-    # -- start -------------------------------------------------------------------------------
+    # -- start and stop ----------------------------------------------------------------------
     def open(self) -> list[Path]:
-        """Create the directories and remove leftovers of interrupted writes; returns them."""
+        """Take the directory for this process (StorageError if another has it), create the
+        directories and remove leftovers of interrupted writes; returns them."""
         try:
             for directory in (self.tables_dir, self.tmp_dir, self.trash_dir):
                 directory.mkdir(parents=True, exist_ok=True)
             fsync_path(self.data_dir)
         except OSError as error:
             raise StorageError(f"data_dir {self.data_dir} cannot be used: {error}") from None
+        lock_directory(self.data_dir)
+        # let go on close(), or when the store is collected without one
+        self._unlock = weakref.finalize(self, unlock_directory, self.data_dir)
         removed = [*self.tmp_dir.iterdir(), *self.trash_dir.iterdir()]
         for table_dir in self._table_dirs():
             removed.extend(self._leftovers(table_dir))
         for path in removed:
             _remove(path)
         return removed
+
+    def close(self) -> None:
+        """Let go of the directory (the last store of this process releases the lock)."""
+        if self._unlock is not None:
+            self._unlock()
 
     def _table_dirs(self) -> list[Path]:
         return sorted(p for p in self.tables_dir.iterdir() if p.is_dir() and p.name[0] != ".")
@@ -187,7 +202,8 @@ class SnapshotStore:
         except OSError as error:
             _remove(temp)
             raise StorageError(
-                f"the snapshot of table {table.name!r} could not be written to {temp}: {error}"
+                f"the snapshot of table {table.name!r} could not be written to the data "
+                f"directory ({self._shown(temp)}): {_reason(error)}"
             ) from None
         return result if committed else None
 
@@ -244,23 +260,41 @@ class SnapshotStore:
         return after_chunk
 
     # -- deletion ------------------------------------------------------------------------------
-    def forget(self, name: str) -> None:
-        """Remove the snapshot of a deleted table, so a restart does not bring it back."""
+    def delete_table(self, registry: TableRegistry, name: str) -> None:
+        """Delete table `name` and its snapshot, or neither: the snapshot is moved out first
+        (StorageError, table kept, if the disk refuses), then the table leaves the registry.
+        Both under the directory lock, so a snapshot of it cannot be committed in between."""
         with self._directory_lock:
-            self._committed.pop(name, None)
-            table_dir = self.tables_dir / name
-            if not table_dir.exists():
-                return
-            target = self.trash_dir / f"{name}.{uuid.uuid4().hex[:12]}"
+            registry.get(name)  # TableNotFound before the disk is touched
             try:
-                os.rename(table_dir, target)
-                fsync_path(self.tables_dir)
+                moved = self._move_to_trash(name)
             except OSError as error:
                 raise StorageError(
-                    f"the snapshot of deleted table {name!r} could not be removed from "
-                    f"{table_dir}: {error}"
+                    f"table {name!r} was not deleted: its snapshot could not be removed from the "
+                    f"data directory ({self._shown(self.tables_dir / name)}): {_reason(error)}"
                 ) from None
-        _remove(target)
+            self._committed.pop(name, None)
+            registry.delete(name)
+        if moved is not None:
+            _remove(moved)
+
+    def _move_to_trash(self, name: str) -> Path | None:
+        """One rename of tables/<name> into trash/ (None: there was none). Caller holds the
+        directory lock."""
+        table_dir = self.tables_dir / name
+        if not table_dir.exists():
+            return None
+        target = self.trash_dir / f"{name}.{uuid.uuid4().hex[:12]}"
+        os.rename(table_dir, target)
+        fsync_path(self.tables_dir)
+        return target
+
+    def _shown(self, path: Path) -> str:
+        """A path as a reply may show it: inside the data directory, never the server's own."""
+        try:
+            return str(path.relative_to(self.data_dir))
+        except ValueError:
+            return path.name
 
 
 def _serves(registry: TableRegistry, table: EmbeddingTable) -> bool:
@@ -268,6 +302,11 @@ def _serves(registry: TableRegistry, table: EmbeddingTable) -> bool:
         return registry.get(table.name) is table
     except TableNotFound:
         return False
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, without the paths an OSError's text carries."""
+    return error.strerror or type(error).__name__
 
 
 def _remove(path: Path) -> None:

@@ -176,9 +176,9 @@ def test_a_deleted_table_does_not_come_back(tmp_path: Path) -> None:
     store.open()
     store.snapshot(registry)
 
-    registry.delete("words")
-    store.forget("words")
+    store.delete_table(registry, "words")
 
+    assert [t.name for t in registry] == ["tags"]
     assert [t.name for t in restored(tmp_path)] == ["tags"]
     assert entries(tmp_path / "tables") == ["tags"]
     assert entries(tmp_path / "trash") == []
@@ -193,8 +193,7 @@ def test_a_table_deleted_while_it_is_written_is_not_committed(
 
     def delete_words_once(nbytes: int) -> None:
         if "words" in [t.name for t in registry]:
-            registry.delete("words")
-            store.forget("words")
+            store.delete_table(registry, "words")
 
     with_hook(monkeypatch, delete_words_once)
     report = store.snapshot(registry)
@@ -209,8 +208,7 @@ def test_a_new_table_under_a_deleted_name_is_written_again(tmp_path: Path) -> No
     store = SnapshotStore(tmp_path)
     store.open()
     store.snapshot(registry)
-    registry.delete("tags")
-    store.forget("tags")
+    store.delete_table(registry, "tags")
     table = registry.create("tags", 3, 2, init=None)
 
     assert [t.name for t in store.snapshot(registry).written] == ["tags"]
@@ -295,3 +293,67 @@ def test_the_throttle_sleeps_to_keep_the_rate(monkeypatch: pytest.MonkeyPatch) -
     throttle(3000)
     assert slept == [0.5, 2.0]
     assert SnapshotStore(Path("unused"))._throttle() is None
+
+
+# -- one process per data directory ----------------------------------------------------------
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from service.core.snapshot_store import SnapshotStore
+store = SnapshotStore(Path(sys.argv[1]))
+store.open()
+print("open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_process_cannot_open_the_data_directory(tmp_path: Path) -> None:
+    """Another process holds data_dir (its snapshot in the middle of being written in tmp/):
+    opening it here is refused, naming the directory and that process, and removes nothing."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        in_flight = tmp_path / "tmp" / "words.1234"
+        in_flight.mkdir()
+        with pytest.raises(StorageError) as refused:
+            SnapshotStore(tmp_path).open()
+        assert refused.value.detail == (
+            f"data_dir {tmp_path} is in use by another process (pid {holder.pid}); two "
+            "services on one data directory would overwrite each other's snapshots"
+        )
+        assert in_flight.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    assert SnapshotStore(tmp_path).open() == [in_flight]  # the holder is gone: leftovers go
+
+
+def opens_in_another_process(data_dir: Path) -> str:
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from service.core.snapshot_store import "
+            "SnapshotStore; from service.core.errors import StorageError\n"
+            "try:\n    SnapshotStore(Path(sys.argv[1])).open(); print('opened')\n"
+            "except StorageError: print('refused')")
+    done = subprocess.run([sys.executable, "-c", code, str(data_dir)], capture_output=True,
+                          text=True, check=True, timeout=120)
+    return done.stdout.strip()
+
+
+def test_stores_of_one_process_share_the_directory(tmp_path: Path) -> None:
+    """A restart simulated in one process (a second store on the same directory) is allowed;
+    the directory stays locked against other processes until the last store of this one
+    closes."""
+    first, second = SnapshotStore(tmp_path), SnapshotStore(tmp_path)
+    first.open()
+    second.open()
+    first.close()
+    assert opens_in_another_process(tmp_path) == "refused"
+    second.close()
+    assert opens_in_another_process(tmp_path) == "opened"
