@@ -35,14 +35,14 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 def reject_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise InvalidRequest(
-            f"{unknown[0]} is not a field of this request (fields: {sorted(allowed)})"
-        )
+        name = unknown[0] if len(unknown[0]) <= 80 else unknown[0][:77] + "..."
+        raise InvalidRequest(f"{name} is not a field of this request (fields: {sorted(allowed)})")
 
 
 def _depth_and_bools(value: Any, field: str, max_depth: int) -> None:
-    """Refuse booleans (numpy would read True as 1) and nesting deeper than max_depth."""
-    stack = [(value, 0)]
+    """Refuse booleans (numpy would read True as 1) and nesting deeper than max_depth (levels
+    of lists: [[1]] is 2)."""
+    stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > max_depth:
@@ -76,12 +76,25 @@ def json_array(value: Any, field: str, kinds: str, max_depth: int) -> np.ndarray
         wanted = "integers" if kinds == "iu" else "numbers"
         if array.dtype.kind == "O":
             raise InvalidRequest(f"{field} must be {wanted} that fit in 64 bits, of even shape")
+        if kinds == "iu" and array.dtype.kind == "f":
+            _refuse_wide_integers(array, field)
         sample = array.reshape(-1)[:1].tolist()
         raise InvalidRequest(
             f"{field} must be {wanted}, got {array.dtype.kind == 'U' and 'strings' or 'values'} "
             f"such as {sample[0] if sample else value!r}"
         )
     return array
+
+
+def _refuse_wide_integers(array: np.ndarray, field: str) -> None:
+    """orjson reads a JSON integer beyond 64 bits as a float: name it as the integer it was."""
+    flat = array.reshape(-1)
+    wide = (np.abs(flat) >= 2.0**63) & (np.floor(flat) == flat)  # (n,)
+    if wide.any():
+        raise InvalidRequest(
+            f"{field} must be integers between -2**63 and 2**63 - 1, got one of about "
+            f"{flat[np.argmax(wide)]:.4g} (JSON integers beyond 64 bits are read as floats)"
+        )
 
 
 def dumps(value: Any) -> bytes:

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service.core.errors import EmbeddingServiceError, InvalidRequest
 
@@ -59,7 +60,7 @@ class InvalidIdempotencyKey(InvalidRequest):
 
 
 class IdempotencyKeyReused(InvalidRequest):
-    """An Idempotency-Key already used for another request (another query or body)."""
+    """An Idempotency-Key already used for another request (another body, query or type)."""
 
     status_code = 422
     code = "idempotency_key_reused"
@@ -89,11 +90,20 @@ def wire_codes() -> dict[str, int]:
     return codes
 
 
+MAX_DETAIL_CHARS = 1000  # a detail echoing a client's huge value is cut (logs, idempotency store)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text`, cut to `limit` characters with "..." if longer: for echoing what a client sent."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def service_error_reply(
     error: EmbeddingServiceError, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """The reply to an error: its sentence, its status, its code (and any extra headers)."""
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code,
+    return JSONResponse({"detail": shorten(error.detail, MAX_DETAIL_CHARS)},
+                        status_code=error.status_code,
                         headers={**(headers or {}), "X-Error-Code": error.code})
 
 
@@ -101,17 +111,13 @@ def describe_validation_error(errors: Sequence[Any]) -> str:
     """pydantic's first complaint as one sentence naming the field and the value."""
     first = errors[0]
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    field = ".".join(location) or "body"
+    field = shorten(".".join(location) or "body")
     message = first.get("msg", "is invalid")
     if first.get("type") == "missing":
         return f"{field} is required"
     if first.get("type") == "extra_forbidden":
         return f"{field} is not a field of this request"
-    value = first.get("input")
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"{field}: {message}, got {shown}"
+    return f"{field}: {message}, got {shorten(repr(first.get('input')))}"
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -126,6 +132,9 @@ def validate_model(model: type[Model], data: Any) -> Model:
 
 
 def http_error_reply(error: HTTPException) -> JSONResponse:
+    if isinstance(error.__cause__, ClientDisconnect):
+        # FastAPI wraps a client gone mid-body as a 400: it is no reply (RequestObserver: 499)
+        raise error.__cause__
     if error.status_code == 400 and error.__cause__ is not None:
         # FastAPI could not read the body (bad UTF-8, nesting deeper than json allows):
         # 422 and the reason, as for any other unreadable JSON body
@@ -135,8 +144,8 @@ def http_error_reply(error: HTTPException) -> JSONResponse:
     code = HTTP_EXCEPTION_CODES.get(error.status_code)
     if code is not None:
         headers["X-Error-Code"] = code
-    return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
-                        headers=headers)
+    return JSONResponse({"detail": shorten(str(error.detail), MAX_DETAIL_CHARS)},
+                        status_code=error.status_code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

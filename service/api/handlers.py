@@ -5,14 +5,19 @@ request to the same code here, so both give the same reply to the same request, 
 Binary bodies skip pydantic and JSON entirely: .npy bytes are read with np.frombuffer (no copy)
 and the reply rows are gathered straight into the reply buffer. Small operations run right on
 the event loop when their table is free: a hop to the thread pool costs more (about 100 us
-with its GIL hand-offs) than gathering 4096 rows. Larger ones, or any that would wait for the
-table's lock, run in the thread pool (numpy releases the GIL), so the loop keeps serving.
+with its GIL hand-offs) than gathering 4096 rows. "Small" is counted in bytes of rows
+(inline_max_bytes), not ids: 8 ids of dim 65536 are as much work as 8192 of dim 64. Larger ones,
+or any that would wait for the table's lock, run in the thread pool (numpy releases the GIL), so
+the loop keeps serving. The bytes of rows a request would make the service hold (the reply of a
+lookup, the gradient of a push, the text of a JSON reply) are checked against max_rows_bytes
+before anything is allocated.
 
     reply = await handlers.lookup(Exchange.of_request(request, name, tables, settings))
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -71,11 +76,12 @@ class Exchange:
 
 
 async def run_numeric(
-    exchange: Exchange, ids: int, operation: Callable[..., Result], *args: Any, **kwargs: Any
+    exchange: Exchange, work_bytes: int, operation: Callable[..., Result], *args: Any,
+    **kwargs: Any,
 ) -> Result:
-    """operation(*args, **kwargs), a table method taking wait=: on the loop when small and the
-    table is free, else in the thread pool."""
-    if ids <= exchange.settings.inline_max_ids:
+    """operation(*args, **kwargs), a table method taking wait=: on the loop when its bytes of
+    rows are few (inline_max_bytes) and the table is free, else in the thread pool."""
+    if work_bytes <= exchange.settings.inline_max_bytes:
         try:
             return operation(*args, wait=False, **kwargs)
         except TableBusy:  # raised before anything changed: run it where waiting is fine
@@ -129,6 +135,47 @@ def check_count(ids: np.ndarray, settings: Settings) -> None:
         )
 
 
+def check_rows_bytes(operation: str, ids: np.ndarray, table: EmbeddingTable,
+                     settings: Settings) -> int:
+    """The bytes of rows the request makes the service hold (ids x embedding_dim x itemsize);
+    413 over max_rows_bytes."""
+    itemsize, dim = table.dtype.itemsize, table.embedding_dim
+    total = ids.size * dim * itemsize
+    if total > settings.max_rows_bytes:
+        raise PayloadTooLarge(
+            f"a {operation} of {ids.size} ids x embedding_dim {dim} x {itemsize} bytes "
+            f"({table.dtype.name}) is {total} bytes of rows, more than "
+            f"max_rows_bytes={settings.max_rows_bytes}"
+        )
+    return total
+
+
+# The longest number orjson writes for a float32 / float64 ("-0.0000012345679",
+# "-2.2250738585072014e-308"), and the envelope {"shape": [...], "step": n, "vectors": ...}.
+JSON_NUMBER_CHARS = {4: 17, 8: 24}
+JSON_ENVELOPE_CHARS = 64
+
+
+def json_reply_bytes(id_shape: tuple[int, ...], dim: int, dtype: np.dtype) -> int:
+    """An upper bound of a JSON lookup reply's length: every number at its longest plus a
+    comma, and "[", "]" and a comma for every list of the nesting."""
+    shape = (*id_shape, dim)
+    lists = sum(math.prod(shape[:depth]) for depth in range(len(shape)))
+    numbers = math.prod(shape) * (JSON_NUMBER_CHARS[dtype.itemsize] + 1)
+    return numbers + 3 * lists + JSON_ENVELOPE_CHARS + 21 * len(shape)
+
+
+def check_json_reply(ids: np.ndarray, table: EmbeddingTable, settings: Settings) -> None:
+    size = json_reply_bytes(ids.shape, table.embedding_dim, table.dtype)
+    if size > settings.max_rows_bytes:
+        raise PayloadTooLarge(
+            f"a JSON reply of {ids.size} ids x embedding_dim {table.embedding_dim} "
+            f"{table.dtype.name} may take {size} bytes, more than "
+            f"max_rows_bytes={settings.max_rows_bytes}; ask for Accept: {NPY} "
+            f"({table.dtype.itemsize} bytes a number)"
+        )
+
+
 def check_grads_fit(grads: np.ndarray, dtype: np.dtype) -> None:
     """Refuse gradients that would overflow to infinity when cast to the table's dtype
     (1e300 is finite in float64, inf in float32)."""
@@ -177,13 +224,15 @@ async def lookup(exchange: Exchange) -> Response:
         ids = await off_loop(len(body), parse_json_lookup, body, settings)
     check_count(ids, settings)
     exchange.note(table, ids.size)
+    work = check_rows_bytes("lookup", ids, table, settings)
     shape = (*ids.shape, table.embedding_dim)
     if out_fmt == NPY:
         buffer, rows = codecs.npy_reply_buffer(table.dtype, shape)
-        _, step = await run_numeric(exchange, ids.size, table.lookup, ids, rows)
+        _, step = await run_numeric(exchange, work, table.lookup, ids, rows)
         exchange.note(table, ids.size, looked_up=ids.size)
         return Response(buffer.data, media_type=NPY, headers={"X-Table-Step": str(step)})
-    rows, step = await run_numeric(exchange, ids.size, table.lookup, ids)
+    check_json_reply(ids, table, settings)
+    rows, step = await run_numeric(exchange, work, table.lookup, ids)
     exchange.note(table, ids.size, looked_up=ids.size)
     body_out = await off_loop(rows.size, codecs.dumps,
                               {"shape": list(shape), "step": step, "vectors": rows})
@@ -212,9 +261,10 @@ async def push(exchange: Exchange) -> Response:
             ids, grads = codecs.parse_npy_pair(body, "ids", "grads")
         apply, step = query_flag(exchange, "apply"), query_int(exchange, "step")
     check_count(ids, settings)
-    check_grads_fit(grads, table.dtype)
     exchange.note(table, ids.size)
-    result = await run_numeric(exchange, ids.size, table.push, ids, grads, apply=apply, step=step)
+    work = check_rows_bytes("push", ids, table, settings)
+    check_grads_fit(grads, table.dtype)
+    result = await run_numeric(exchange, work, table.push, ids, grads, apply=apply, step=step)
     exchange.note(table, ids.size, pushed=ids.size, updated=result.rows_updated)
     reply = {"rows": result.rows, "pending_rows": result.pending_rows, "step": result.step,
              "rows_updated": result.rows_updated}

@@ -17,10 +17,10 @@ from service import __version__
 from service.api.allocator import tune_malloc
 from service.api.auth import BearerAuth, document_bearer_auth
 from service.api.docs_ui import install_docs
-from service.api.durability import durable_tables
+from service.api.durability import QuietStartupRefusal, durable_tables
 from service.api.errors import install_error_handlers
 from service.api.fast_path import BinaryFastPath
-from service.api.idempotency import Idempotency
+from service.api.idempotency import Idempotency, ReplyStore
 from service.api.limits import BodySizeLimit, RouteLimit
 from service.api.metrics import AppMetrics
 from service.api.metrics import router as metrics_router
@@ -72,17 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = TableRegistry(
         memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
     )
+    # remembered replies are memory too: they count against the tables' budget
+    app.state.idempotency = ReplyStore(
+        settings.idempotency_max_keys, settings.idempotency_ttl_seconds,
+        settings.idempotency_max_bytes,
+    )
+    app.state.registry.add_memory_holder(app.state.idempotency)
     tune_malloc(settings.malloc_mmap_threshold_bytes)
     if settings.binary_fast_path:  # innermost: every middleware below sees its requests
         app.add_middleware(BinaryFastPath, state=app.state, routes=app.router.routes)
     # Added first (after the fast path), so it runs innermost (after the body limit and any
     # auth): only requests that reach the routes are remembered.
-    app.add_middleware(
-        Idempotency,
-        max_keys=settings.idempotency_max_keys,
-        ttl_seconds=settings.idempotency_ttl_seconds,
-    )
-    app.state.metrics = AppMetrics(app.state.registry)
+    app.add_middleware(Idempotency, store=app.state.idempotency)
+    app.state.metrics = AppMetrics(app.state.registry, app.state.idempotency)
     app.state.snapshots = SnapshotStore(
         settings.data_dir, max_bytes_per_second=settings.snapshot_max_bytes_per_second
     )
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(  # outermost: it sees every reply
         RequestObserver, metrics=app.state.metrics, routes=app.router.routes
     )
+    app.add_middleware(QuietStartupRefusal)  # the lifespan only
     app.include_router(metrics_router)
     install_error_handlers(app)
     for module in (health, tables, operations, snapshots):

@@ -6,7 +6,10 @@ are the route template, method, status and table name: never an id, never a valu
 - request counts and latency come from `RequestObserver` (service.api.observe), per request;
 - rows looked up / pushed / updated are counted by the routes (`count_rows`), per table object,
   and read at scrape time, so a deleted table's series disappear with it;
-- table bytes, pending rows and steps are read from the registry at scrape time (never stale);
+- table bytes, pending rows and steps are read from the registry at scrape time (never stale),
+  as are the bytes counted against the memory budget and those of the idempotency store;
+- connections the server closes itself (timeouts, over max_connections) are counted by the
+  HTTP protocol (service.api.connections) through `count_closed_connection`;
 - snapshots report through `AppMetrics.time_snapshot`:
 
     with metrics_of(request.app).time_snapshot("save"):
@@ -35,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.api.idempotency import ReplyStore
 from service.core.registry import TableRegistry
 from service.core.table import EmbeddingTable
 
@@ -53,9 +57,12 @@ class RowCounts:
 class TableCollector(Collector):
     """Per-table gauges and row counters, read from the live tables at each scrape."""
 
-    def __init__(self, registry: TableRegistry, rows: weakref.WeakKeyDictionary) -> None:
+    def __init__(
+        self, registry: TableRegistry, rows: weakref.WeakKeyDictionary, replies: ReplyStore
+    ) -> None:
         self.registry = registry
         self.rows = rows
+        self.replies = replies
 
     def collect(self) -> Iterable[Any]:
         tables = list(self.registry)
@@ -65,6 +72,18 @@ class TableCollector(Collector):
             "embed_memory_budget_bytes", "Bytes all tables may use (EMBED_MEMORY_BUDGET_BYTES)."
         )
         budget.add_metric([], self.registry.memory_budget_bytes)
+        used = GaugeMetricFamily(
+            "embed_memory_used_bytes", "Bytes counted against the memory budget: tables, "
+            "tables being created, remembered idempotent replies.",
+        )
+        used.add_metric([], self.registry.memory_used_bytes)
+        replies = GaugeMetricFamily(
+            "embed_idempotency_bytes", "Bytes of remembered Idempotency-Key replies "
+            "(EMBED_IDEMPOTENCY_MAX_BYTES bounds them).",
+        )
+        replies.add_metric([], self.replies.nbytes)
+        keys = GaugeMetricFamily("embed_idempotency_keys", "Idempotency-Key replies remembered.")
+        keys.add_metric([], len(self.replies))
         size = GaugeMetricFamily(
             "embed_table_bytes", "Bytes a table holds (weights, optimizer state, pending).",
             labels=["table"],
@@ -89,13 +108,13 @@ class TableCollector(Collector):
             counts = self.rows.get(table) or RowCounts()
             for field, family in counters.items():
                 family.add_metric(labels, getattr(counts, field))
-        yield from (count, budget, size, pending, step, *counters.values())
+        yield from (count, budget, used, replies, keys, size, pending, step, *counters.values())
 
 
 class AppMetrics:
     """The metric objects of one app. Reach it with `metrics_of(app)`."""
 
-    def __init__(self, tables: TableRegistry) -> None:
+    def __init__(self, tables: TableRegistry, replies: ReplyStore) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "embed_http_requests", "HTTP requests served, by route template and status.",
@@ -114,16 +133,24 @@ class AppMetrics:
             "embed_snapshot_failures", "Snapshot operations that raised.", ["operation"],
             registry=self.registry,
         )
+        self.closed_connections = Counter(
+            "embed_http_connections_closed", "Connections the server closed itself: "
+            "head_timeout, body_timeout (408), too_many_connections (503).", ["reason"],
+            registry=self.registry,
+        )
         self.rows: weakref.WeakKeyDictionary[EmbeddingTable, RowCounts] = (
             weakref.WeakKeyDictionary()
         )
-        self.registry.register(TableCollector(tables, self.rows))
+        self.registry.register(TableCollector(tables, self.rows, replies))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
+
+    def count_closed_connection(self, reason: str) -> None:
+        self.closed_connections.labels(reason).inc()
 
     def count_rows(
         self, table: EmbeddingTable, *, looked_up: int = 0, pushed: int = 0, updated: int = 0

@@ -27,11 +27,9 @@ def format_of_content_type(content_type: str, *binary: str) -> str:
         return JSON
     if media in binary:
         return media
-    offered = [repr(kind) for kind in (JSON, *binary)]
-    raise UnsupportedMediaType(
-        f"Content-Type {media!r} is not supported here; send "
-        f"{', '.join(offered[:-1])} or {offered[-1]}"
-    )
+    offered = [repr(kind) for kind in dict.fromkeys((JSON, *binary))]  # each once, in order
+    choices = f"{', '.join(offered[:-1])} or {offered[-1]}" if len(offered) > 1 else offered[0]
+    raise UnsupportedMediaType(f"Content-Type {media!r} is not supported here; send {choices}")
 
 
 def reply_format(request: Request, request_fmt: str, offered: tuple[str, ...] = (JSON, NPY)) -> str:

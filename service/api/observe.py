@@ -1,8 +1,11 @@
 """One structured log line and one metrics observation per request, as ASGI middleware.
 
 It is the outermost middleware, so refusals made by the others (401, 413) are counted and logged
-too. The route label is the route template (`/v1/tables/{name}/lookup`), never the raw path, so
-neither ids nor arbitrary paths grow the label set; paths no route matches share `<unmatched>`.
+too. A client that goes away before its request is read (ClientDisconnect) is not a server
+error: it is logged and counted as 499 (nginx's "client closed request"), and 408 when the
+server cut it off for being too slow (service.api.connections marks the scope). The route label
+is the route template (`/v1/tables/{name}/lookup`), never the raw path, so neither ids nor
+arbitrary paths grow the label set; paths no route matches share `<unmatched>`.
 
 A log line (JSON, logger `service.access`, level INFO; `configure_logging` makes every line of
 the `service` loggers JSON):
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +32,8 @@ from service.api.metrics import AppMetrics
 
 access_log = logging.getLogger("service.access")
 UNMATCHED = "<unmatched>"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its reply
+TIMED_OUT = "embed.timed_out"  # scope key: the server closed the connection (a 408 was sent)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -77,6 +83,8 @@ class RequestObserver:
 
         try:
             await self.app(scope, receive, observing_send)
+        except ClientDisconnect:  # nobody is left to answer, and nothing went wrong here
+            status = 408 if scope.get(TIMED_OUT) else CLIENT_CLOSED_REQUEST
         finally:
             self._record(scope, status, time.perf_counter() - started)
 
@@ -132,11 +140,13 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str) -> None:
-    """Send the `service` loggers to stderr as JSON lines at `level` (once per process)."""
-    logger = logging.getLogger("service")
-    logger.setLevel(level.upper())
-    if not any(getattr(handler, "embed_json", False) for handler in logger.handlers):
-        handler = StderrHandler()
-        handler.setFormatter(JsonLines())
-        logger.addHandler(handler)
+def configure_logging(level: str, *others: str) -> None:
+    """Send the `service` loggers (and the `others`: "uvicorn" under python -m service.api) to
+    stderr as JSON lines at `level` (once per process)."""
+    for name in ("service", *others):
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if not any(getattr(handler, "embed_json", False) for handler in logger.handlers):
+            handler = StderrHandler()
+            handler.setFormatter(JsonLines())
+            logger.addHandler(handler)

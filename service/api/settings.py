@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     max_ids_per_request: int = Field(
         4 * 2**20, gt=0, description="Most ids one lookup or push may carry; more get 413."
     )
+    max_rows_bytes: int = Field(
+        256 * 2**20, gt=0, description="Most bytes of rows one lookup or push may make the "
+        "service hold: ids x embedding_dim x the table's itemsize (a lookup's reply, a push's "
+        "gradients; a JSON reply counts its longest possible text); more get 413, before "
+        "anything is allocated."
+    )
     max_tables: int = Field(1000, gt=0, description="Most tables the service holds at once.")
     memory_budget_bytes: int = Field(
         0,
@@ -72,21 +78,53 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: float = Field(
         600.0, gt=0, description="How long the reply to an Idempotency-Key is remembered."
     )
+    idempotency_max_bytes: int = Field(
+        64 * 2**20, ge=0, description="Most bytes the remembered Idempotency-Key replies may "
+        "take (oldest forgotten first); they count against memory_budget_bytes."
+    )
     binary_fast_path: bool = Field(
         True, description="Serve .npy/.npz lookups and pushes on a pure-ASGI path that skips "
         "FastAPI's routing and dependency injection (same replies, byte for byte); false sends "
         "them through the FastAPI routes."
     )
-    inline_max_ids: int = Field(
-        8192, ge=0, description="Lookups and pushes of at most this many ids run on the event "
-        "loop when their table is free (a thread hop costs more than the work); larger ones run "
-        "in the thread pool. 0: always the thread pool."
+    inline_max_bytes: int = Field(
+        2 * 2**20, ge=0, description="Lookups and pushes of at most this many bytes of rows "
+        "(ids x embedding_dim x itemsize) run on the event loop when their table is free (a "
+        "thread hop costs more than the work); larger ones run in the thread pool. 0: always "
+        "the thread pool."
     )
     malloc_mmap_threshold_bytes: int = Field(
         32 * 2**20, ge=0, le=32 * 2**20, description="glibc only: blocks below this size "
         "(reply buffers, request bodies) are reused from the heap instead of fresh pages "
         "mapped, and page-faulted, for every request; up to twice this much freed memory may "
         "stay resident. 0 leaves glibc's default."
+    )
+
+    # -- the server (python -m service.api): connections and shutdown ------------------------
+    max_connections: int = Field(
+        1000, gt=0, description="Most open connections; one more is answered 503 and closed "
+        "at once. Keep it under the process's file limit (raised to its hard limit at start)."
+    )
+    request_head_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's line and headers must arrive within this many "
+        "seconds of its first byte (of the connection, for a new one), or it gets 408 and the "
+        "connection is closed."
+    )
+    request_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request body may fall this many seconds behind "
+        "request_body_min_bytes_per_second (its deadline moves on with every byte that "
+        "arrives), or it gets 408 and the connection is closed."
+    )
+    request_body_min_bytes_per_second: int = Field(
+        65536, gt=0, description="The slowest upload rate that never times out (see "
+        "request_body_timeout_seconds)."
+    )
+    keep_alive_seconds: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this many seconds."
+    )
+    graceful_shutdown_seconds: float = Field(
+        20.0, ge=0, description="On SIGTERM/SIGINT, requests still running after this many "
+        "seconds are cancelled; then the shutdown snapshot is written."
     )
 
     @field_validator("log_level", mode="before")

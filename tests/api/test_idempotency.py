@@ -50,8 +50,10 @@ class CountingApp:
 
 
 def client_of(app: Any, **settings: Any) -> httpx.AsyncClient:
-    wrapped = Idempotency(app, max_keys=settings.get("max_keys", 100),
-                          ttl_seconds=settings.get("ttl_seconds", 60))
+    store = ReplyStore(max_keys=settings.get("max_keys", 100),
+                       ttl_seconds=settings.get("ttl_seconds", 60),
+                       max_bytes=settings.get("max_bytes", 2**20))
+    wrapped = Idempotency(app, store=store)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped, raise_app_exceptions=False),
                              base_url="http://testserver")
 
@@ -108,9 +110,98 @@ async def test_a_key_reused_for_another_request_is_refused() -> None:
     for reply in (other_body, other_query):
         assert reply.status_code == 422
         assert reply.headers["x-error-code"] == "idempotency_key_reused"
-        assert reply.json()["detail"].startswith(
-            "Idempotency-Key 'key-1' was already used for another POST /v1/tables/a/gradients"
+        assert reply.json()["detail"] == (
+            "Idempotency-Key 'key-1' was already used for another POST /v1/tables/a/gradients "
+            "request (a different body, query or Content-Type); use a new key for each request"
         )
+
+
+@pytest.mark.anyio
+async def test_another_body_of_the_same_length_is_another_request() -> None:
+    """The reported case: same key, {"ids":[1],...} then {"ids":[2],...}."""
+    app = CountingApp()
+    async with client_of(app) as client:
+        first = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                  json={"ids": [1], "grads": [[1.0]]})
+        second = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                   json={"ids": [2], "grads": [[1.0]]})
+        same = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                 json={"ids": [1], "grads": [[1.0]]})
+    assert app.calls == 1
+    assert first.status_code == 200
+    assert second.status_code == 422
+    assert second.headers["x-error-code"] == "idempotency_key_reused"
+    assert same.headers["idempotent-replayed"] == "true"
+
+
+def chunked(*pieces: bytes) -> Any:
+    async def stream() -> Any:
+        for piece in pieces:
+            yield piece
+
+    return stream()
+
+
+class ChunkCountingApp(CountingApp):
+    """Counts the body messages it receives: a first attempt's body is streamed to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[int] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counting() -> Any:
+            message = await receive()
+            self.messages.append(len(message.get("body", b"")))
+            return message
+
+        await super().__call__(scope, counting, send)
+
+
+@pytest.mark.anyio
+async def test_chunked_bodies_are_told_apart_by_content() -> None:
+    """Without Content-Length, bodies of other sizes (or the same size) are other requests;
+    the same bytes, chunked otherwise, are the same request."""
+    app = ChunkCountingApp()
+    async with client_of(app) as client:
+        first = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                  content=chunked(b"abc", b"def", b"g"))
+        longer = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                   content=chunked(b"abc", b"defgh"))
+        same_size = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                      content=chunked(b"abc", b"deF", b"g"))
+        same = await client.post("/v1/tables/a/gradients", headers=KEY,
+                                 content=chunked(b"ab", b"cdefg"))
+    assert app.calls == 1
+    assert app.messages[:3] == [3, 3, 1]  # the first attempt's body reached the app as sent
+    assert first.status_code == 200
+    assert (longer.status_code, same_size.status_code) == (422, 422)
+    assert same.headers["idempotent-replayed"] == "true"
+
+
+class Refusing:
+    """Answers 404 without reading its body (as a route does for a missing table)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+
+@pytest.mark.anyio
+async def test_a_reply_sent_before_the_body_was_read_still_knows_the_body() -> None:
+    app = Refusing()
+    async with client_of(app) as client:
+        await client.post("/v1/tables/a/gradients", headers=KEY, content=b"x" * 100_000)
+        same = await client.post("/v1/tables/a/gradients", headers=KEY, content=b"x" * 100_000)
+        other = await client.post("/v1/tables/a/gradients", headers=KEY, content=b"y" * 100_000)
+    assert app.calls == 1
+    assert same.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 422
 
 
 @pytest.mark.anyio
@@ -206,10 +297,10 @@ async def test_max_keys_zero_turns_keys_off() -> None:
 
 
 def test_store_forgets_the_oldest_beyond_max_keys() -> None:
-    store = ReplyStore(max_keys=2, ttl_seconds=60, clock=lambda: 0.0)
+    store = ReplyStore(max_keys=2, ttl_seconds=60, max_bytes=2**20, clock=lambda: 0.0)
     keys = [("POST", "/p", f"k{i}", "") for i in range(3)]
     for number, key in enumerate(keys):
-        store.put(key, (b"", b"", b""), 200, [], f"{number}".encode())
+        store.put(key, b"", 200, [], f"{number}".encode())
     assert len(store) == 2
     assert store.get(keys[0]) is None
     assert [store.get(key).body for key in keys[1:]] == [b"1", b"2"]  # type: ignore[union-attr]
@@ -217,15 +308,15 @@ def test_store_forgets_the_oldest_beyond_max_keys() -> None:
 
 def test_store_forgets_after_the_ttl() -> None:
     now = [0.0]
-    store = ReplyStore(max_keys=10, ttl_seconds=5, clock=lambda: now[0])
+    store = ReplyStore(max_keys=10, ttl_seconds=5, max_bytes=2**20, clock=lambda: now[0])
     old, new = ("POST", "/p", "old", ""), ("POST", "/p", "new", "")
-    store.put(old, (b"", b"", b""), 200, [], b"old")
+    store.put(old, b"", 200, [], b"old")
     now[0] = 3.0
-    store.put(new, (b"", b"", b""), 200, [], b"new")
+    store.put(new, b"", 200, [], b"new")
     now[0] = 5.5
     assert store.get(old) is None and store.get(new) is not None
     now[0] = 8.0
-    store.put(("POST", "/p", "newest", ""), (b"", b"", b""), 200, [], b"x")
+    store.put(("POST", "/p", "newest", ""), b"", 200, [], b"x")
     assert len(store) == 1  # both expired ones dropped when the newest came
 
 
@@ -248,8 +339,91 @@ def test_push_with_a_key_counts_once(api: httpx.Client, table_name: str) -> None
 
 
 def test_settings_reach_the_middleware(make_app: Callable[..., FastAPI]) -> None:
-    app = make_app(idempotency_max_keys=7, idempotency_ttl_seconds=3.5)
+    app = make_app(idempotency_max_keys=7, idempotency_ttl_seconds=3.5,
+                   idempotency_max_bytes=12345)
     stack = app.build_middleware_stack()
     while not isinstance(stack, Idempotency):
         stack = stack.app  # type: ignore[attr-defined]
-    assert (stack.store.max_keys, stack.store.ttl_seconds) == (7, 3.5)
+    assert (stack.store.max_keys, stack.store.ttl_seconds, stack.store.max_bytes) == (
+        7, 3.5, 12345)
+    assert stack.store is app.state.idempotency
+
+
+def test_a_key_reused_on_the_real_app_changes_nothing(api: httpx.Client, table_name: str) -> None:
+    create(api, table_name, num_embeddings=4, embedding_dim=1, init={"kind": "zeros"})
+    headers = {"Idempotency-Key": f"reuse-{table_name}"}
+    path = f"/v1/tables/{table_name}/gradients"
+    first = api.post(path, json={"ids": [1], "grads": [[1.0]]}, headers=headers)
+    second = api.post(path, json={"ids": [2], "grads": [[1.0]]}, headers=headers)
+    assert (first.status_code, second.status_code) == (200, 422)
+    assert api.get(f"/v1/tables/{table_name}").json()["pending_rows"] == 1
+
+
+# -- the store's memory: bounded in bytes, counted in the memory budget and /metrics ---------
+def put_replies(store: ReplyStore, count: int, body_size: int, table: str = "words") -> None:
+    """As the app makes them: a fresh path, header values and body for every reply."""
+    for number in range(count):
+        store.put(("POST", "/v1/tables/" + table + "/gradients", f"key-{number:06d}", ""),
+                  bytes(32), 422, [(b"content-type", "application/json".encode("latin-1")),
+                                   (b"content-length", str(body_size).encode())],
+                  ("x" * body_size).encode())
+
+
+def test_the_store_is_bounded_in_bytes() -> None:
+    store = ReplyStore(max_keys=10**6, ttl_seconds=60, max_bytes=100_000, clock=lambda: 0.0)
+    put_replies(store, 1000, 1000)
+    assert 0.9 * 100_000 < store.nbytes <= 100_000
+    assert 40 < len(store) < 100  # about 2,000 bytes each
+    assert store.get(("POST", "/v1/tables/words/gradients", "key-000999", "")) is not None
+    assert store.get(("POST", "/v1/tables/words/gradients", "key-000000", "")) is None
+
+
+@pytest.mark.parametrize("body_size", [100, 2000])
+def test_the_counted_bytes_are_what_the_replies_take(body_size: int) -> None:
+    """The store's own count against tracemalloc's, for small and large replies: within 25%."""
+    import tracemalloc
+
+    store = ReplyStore(max_keys=10**6, ttl_seconds=60, max_bytes=2**30, clock=lambda: 0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        put_replies(store, 2000, body_size)
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.75 * measured <= store.nbytes <= 1.25 * measured
+
+
+def test_the_store_counts_in_the_memory_budget_and_metrics(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    from starlette.testclient import TestClient
+
+    with TestClient(make_app()) as client:
+        registry, store = client.app.state.registry, client.app.state.idempotency  # type: ignore[attr-defined]
+        assert registry.memory_used_bytes == 0
+        for number in range(20):
+            client.post("/v1/tables/nope/apply", headers={"Idempotency-Key": f"k{number}"})
+        assert len(store) == 20 and store.nbytes > 20 * 100
+        assert registry.memory_used_bytes == store.nbytes
+        metrics = client.get("/metrics").text
+    assert f"embed_idempotency_bytes {float(store.nbytes)}" in metrics
+    assert "embed_idempotency_keys 20.0" in metrics
+    assert f"embed_memory_used_bytes {float(store.nbytes)}" in metrics
+
+
+def test_error_details_are_short(make_app: Callable[..., FastAPI]) -> None:
+    """An unknown field name of 16 KB is not echoed whole (into the log, or the store)."""
+    from starlette.testclient import TestClient
+
+    with TestClient(make_app()) as client:
+        create(client, "words")
+        name = "f" * 16_000
+        for path, body in (("/v1/tables/words/lookup", {"ids": [1], name: 1}),
+                           ("/v1/tables", {"name": "x", "num_embeddings": 1,
+                                           "embedding_dim": 1, name: 1})):
+            reply = client.post(path, json=body, headers={"Idempotency-Key": path})
+            assert reply.status_code == 422
+            detail = reply.json()["detail"]
+            assert len(detail) < 300 and detail.startswith("f" * 60), detail
+

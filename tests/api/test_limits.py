@@ -166,3 +166,94 @@ def test_zip_bomb_over_http(make_app: Callable[..., FastAPI], bomb: bytes) -> No
         assert reply.status_code == 422
         assert "unpacks to more than 4194304 bytes" in reply.json()["detail"]
         assert client.get("/v1/tables/words").json()["pending_rows"] == 0
+
+
+# -- bytes of rows one request makes the service hold (max_rows_bytes) -----------------------
+NPY_TYPE = {"Content-Type": codecs.NPY}
+
+
+def test_a_lookup_asking_for_128_gib_is_a_413_not_a_500(make_app: Callable[..., FastAPI]) -> None:
+    """The reported request, default settings: a 32 MiB .npy of 4,194,304 ids against a
+    10 x 4096 float64 table asks for a 128 GiB reply."""
+    with TestClient(make_app()) as client:
+        client.post("/v1/tables", json=table("wide", 10, 4096, dtype="float64")).raise_for_status()
+        ids = codecs.to_npy(np.zeros(4 * 2**20, dtype=np.int64))
+        reply = client.post("/v1/tables/wide/lookup", content=ids, headers=NPY_TYPE)
+        assert reply.status_code == 413
+        assert reply.json()["detail"] == (
+            "a lookup of 4194304 ids x embedding_dim 4096 x 8 bytes (float64) is 137438953472 "
+            "bytes of rows, more than max_rows_bytes=268435456"
+        )
+        assert reply.headers["x-error-code"] == "payload_too_large"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_the_reply_limit_is_checked_before_anything_is_allocated(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    with TestClient(make_app(max_rows_bytes=2**20)) as client:
+        client.post("/v1/tables", json=table("t", 10, 64)).raise_for_status()
+        fits = codecs.to_npy(np.zeros(4096, dtype=np.int64))  # 4096 x 64 x 4 = 1 MiB: at the limit
+        assert client.post("/v1/tables/t/lookup", content=fits, headers=NPY_TYPE).status_code == 200
+        over = codecs.to_npy(np.zeros(64 * 4096, dtype=np.int64))  # a 64 MiB reply
+        tracemalloc.start()
+        try:
+            reply = client.post("/v1/tables/t/lookup", content=over, headers=NPY_TYPE)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert reply.status_code == 413
+        assert "more than max_rows_bytes=1048576" in reply.json()["detail"]
+        assert peak < 8 * 2**20  # the request's own 2 MiB body and change, not the reply
+
+
+def test_a_json_reply_counts_its_encoded_size(make_app: Callable[..., FastAPI]) -> None:
+    """1024 ids x 64 float64: 512 KiB as .npy (under a 1 MiB limit), up to 1.6 MB as JSON text
+    (25 characters a number at most): .npy is served, JSON refused."""
+    with TestClient(make_app(max_rows_bytes=2**20)) as client:
+        client.post("/v1/tables", json=table("t", 10, 64, dtype="float64")).raise_for_status()
+        ids = [0] * 1024
+        npy = client.post("/v1/tables/t/lookup", content=codecs.to_npy(np.array(ids)),
+                          headers=NPY_TYPE)
+        assert npy.status_code == 200
+        as_json = client.post("/v1/tables/t/lookup", json={"ids": ids})
+        assert as_json.status_code == 413
+        assert as_json.json()["detail"] == (
+            "a JSON reply of 1024 ids x embedding_dim 64 float64 may take 1641581 bytes, more "
+            "than max_rows_bytes=1048576; ask for Accept: application/x-npy (8 bytes a number)"
+        )
+        npy_accept = client.post("/v1/tables/t/lookup", json={"ids": ids},
+                                 headers={"Accept": codecs.NPY})
+        assert npy_accept.status_code == 200
+
+
+def test_the_json_estimate_is_an_upper_bound() -> None:
+    """The longest numbers each dtype can print, encoded as the service encodes replies."""
+    from service.api.handlers import json_reply_bytes
+
+    for dtype in (np.float32, np.float64):
+        info = np.finfo(dtype)
+        longest = np.array([-info.max, -info.smallest_normal, -info.smallest_subnormal,
+                            -np.nextafter(dtype(1), dtype(0)), -dtype(1) / 3], dtype=dtype)
+        rows = np.resize(longest, (7, 5, 9)).astype(dtype)  # (ids..., dim)
+        body = codecs.dumps({"shape": list(rows.shape), "step": 2**62, "vectors": rows})
+        assert len(body) <= json_reply_bytes(rows.shape[:-1], 9, np.dtype(dtype))
+
+
+def test_a_wide_push_is_refused_before_its_gradient_is_widened(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """int8 gradients into a float64 table: a 256 KiB body is 2 MiB of float64 rows."""
+    with TestClient(make_app(max_rows_bytes=2**20)) as client:
+        client.post("/v1/tables", json=table("t", 10, 64, dtype="float64")).raise_for_status()
+        ids, grads = np.zeros(4096, dtype=np.int64), np.ones((4096, 64), dtype=np.int8)
+        pair = codecs.to_npy(ids) + codecs.to_npy(grads)
+        reply = client.post("/v1/tables/t/gradients", content=pair, headers=NPY_TYPE)
+        assert reply.status_code == 413
+        assert reply.json()["detail"] == (
+            "a push of 4096 ids x embedding_dim 64 x 8 bytes (float64) is 2097152 bytes of "
+            "rows, more than max_rows_bytes=1048576"
+        )
+        body = {"ids": ids.tolist(), "grads": grads.tolist()}
+        assert client.post("/v1/tables/t/gradients", json=body).status_code == 413
+        assert client.get("/v1/tables/t").json()["pending_rows"] == 0

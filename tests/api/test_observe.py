@@ -120,3 +120,47 @@ def test_uvicorn_writes_json_access_lines(live_server: LiveServer, table_name: s
     assert [(line["route"], line["status"], line["rows"]) for line in mine] == [
         ("/v1/tables/{name}/lookup", 200, 3)]
     assert mine[0]["method"] == "POST" and mine[0]["duration_ms"] > 0
+
+
+# -- a client that goes away mid-upload is not a server error ---------------------------------
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/v1/tables/words/gradients", "application/x-npy"),  # the binary fast path
+    ("/v1/tables/words/gradients", "application/json"),  # a FastAPI route reading the body
+    ("/v1/tables", "application/json"),  # FastAPI parsing a pydantic body
+])
+def test_a_client_that_disconnects_mid_upload_is_a_499(
+    make_app: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture, path: str,
+    content_type: str,
+) -> None:
+    import anyio
+
+    app = make_app()
+    caplog.set_level(logging.INFO, logger="service.access")
+    with TestClient(app) as client:
+        client.post("/v1/tables", json={"name": "words", "num_embeddings": 4,
+                                        "embedding_dim": 2}).raise_for_status()
+        caplog.clear()
+        messages = iter([{"type": "http.request", "body": b"{\"ids\"", "more_body": True},
+                         {"type": "http.disconnect"}])
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "root_path": "", "query_string": b"", "server": ("testserver", 80),
+                 "client": ("127.0.0.1", 1), "headers": [(b"content-type", content_type.encode()),
+                                                         (b"content-length", b"100")]}
+        anyio.run(app, scope, receive, send)  # no exception comes out of the app
+        statuses = [without_duration(line)["status"] for line in access_lines(caplog)]
+        metrics = client.get("/metrics").text
+    assert sent == []  # nobody to answer
+    assert statuses == [499]
+    route = "/v1/tables" if path == "/v1/tables" else "/v1/tables/{name}/gradients"
+    assert (f'embed_http_requests_total{{method="POST",route="{route}",status="499"}} 1.0'
+            in metrics)
+    assert 'status="500"' not in metrics

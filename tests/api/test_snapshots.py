@@ -180,6 +180,32 @@ def test_a_disk_that_refuses_a_snapshot_is_a_503(make_app: MakeApp, tmp_path: Pa
         reply = client.post("/v1/snapshots")
     assert reply.status_code == 503
     assert reply.json()["detail"].startswith("the snapshot of table 'words' could not be written")
+    assert str(tmp_path) not in reply.text  # the server's paths are its own business
+
+
+def test_a_delete_that_fails_has_not_deleted(make_app: MakeApp, tmp_path: Path) -> None:
+    """The disk refuses to remove the snapshot: 503, and the table is still there (served, and
+    back after a restart: the two agree). Once the disk is fixed, the same DELETE completes."""
+    with TestClient(make_app(data_dir=tmp_path, snapshot_on_shutdown=False)) as client:
+        create(client, "words")
+        assert client.post("/v1/snapshots").status_code == 200
+        (tmp_path / "trash").rmdir()
+        (tmp_path / "trash").write_text("in the way")
+        reply = client.delete("/v1/tables/words")
+        assert reply.status_code == 503
+        assert client.get("/v1/tables/words").status_code == 200
+        assert reply.json()["detail"] == (
+            "table 'words' was not deleted: its snapshot could not be removed from the data "
+            "directory (tables/words): Not a directory"
+        )
+    (tmp_path / "trash").unlink()  # the disk is fixed
+    (tmp_path / "trash").mkdir()
+    with TestClient(make_app(data_dir=tmp_path, snapshot_on_shutdown=False)) as client:
+        assert client.get("/v1/tables/words").status_code == 200
+        assert client.delete("/v1/tables/words").status_code == 204
+        assert client.get("/v1/tables/words").status_code == 404
+    with TestClient(make_app(data_dir=tmp_path, snapshot_on_shutdown=False)) as client:
+        assert client.get("/v1/tables").json() == {"tables": []}
 
 
 # -- export ----------------------------------------------------------------------------------------

@@ -62,3 +62,17 @@ def test_same_seed_gives_same_weights(api: httpx.Client, table_name: str) -> Non
 def test_zeros_init(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, init={"kind": "zeros"})
     np.testing.assert_array_equal(weights_of(api, table_name), np.zeros((10, 4), np.float32))
+
+
+def test_init_that_cannot_give_finite_weights_is_a_422(api: httpx.Client, table_name: str) -> None:
+    """The reported cases: normal std 1e39 on float32, uniform over [-1e308, 1e308] on float64."""
+    for dtype, init, start in (
+        ("float32", {"kind": "normal", "std": 1e39}, "init.std must be at most 2.127e+37"),
+        ("float64", {"kind": "uniform", "low": -1e308, "high": 1e308},
+         "init.high - init.low must be at most 1.798e+308"),
+    ):
+        reply = api.post("/v1/tables", json={"name": table_name, "num_embeddings": 3,
+                                             "embedding_dim": 2, "dtype": dtype, "init": init})
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["detail"].startswith(start)
+        assert api.get(f"/v1/tables/{table_name}").status_code == 404

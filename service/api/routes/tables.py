@@ -21,7 +21,8 @@ ERRORS = {404: {"model": ErrorReply}, 422: {"model": ErrorReply}}
 async def create_table(spec: CreateTable, tables: TablesDep) -> TableInfo:
     """Create a table of shape (num_embeddings, embedding_dim) with its optimizer."""
     init = InitSpec(**spec.init.model_dump())
-    table = await run_in_threadpool(  # allocating and filling a large table takes a while
+    table = await run_in_threadpool(  # allocating and filling a large table takes a while,
+        # and the registry's lock may be waited for
         tables.create,
         spec.name,
         spec.num_embeddings,
@@ -45,9 +46,10 @@ async def get_table(name: str, tables: TablesDep) -> TableInfo:
     return TableInfo(**tables.get(name).info())
 
 
-@router.delete("/{name}", status_code=204, responses=ERRORS)
+@router.delete("/{name}", status_code=204, responses={**ERRORS, 503: {"model": ErrorReply}})
 async def delete_table(name: str, tables: TablesDep, snapshots: SnapshotsDep) -> Response:
-    """Delete the table and its snapshot (it does not come back after a restart)."""
-    tables.delete(name)
-    await run_in_threadpool(snapshots.forget, name)
+    """Delete the table and its snapshot (it does not come back after a restart). 503 if the
+    disk refuses to remove the snapshot: then nothing was deleted, and a retry completes it.
+    In the thread pool: it waits for the registry's and the data directory's locks."""
+    await run_in_threadpool(snapshots.delete_table, tables, name)
     return Response(status_code=204)
