@@ -82,10 +82,10 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
-# Exec form: uvicorn is PID 1 and gets SIGTERM itself, so the shutdown snapshot runs.
-# One worker: the tables live in this process's memory; more workers would split them.
-# Requests still running 20 s after SIGTERM are cut off, leaving the snapshot the rest of
-# compose's 60 s grace period. No uvicorn access log: the service logs each request (JSON).
-CMD ["uvicorn", "service.api.main:app", "--host", "0.0.0.0", "--port", "8000", \
-     "--workers", "1", "--loop", "uvloop", "--http", "httptools", \
-     "--timeout-graceful-shutdown", "20", "--no-access-log"]
+# Exec form: the service (uvicorn, in-process) is PID 1 and gets SIGTERM itself, so the shutdown
+# snapshot runs. Every start flag comes from the EMBED_* settings (service/api/server.py), as
+# for `make serve`: one worker (the tables live in this process's memory), requests still
+# running 20 s after SIGTERM cancelled (EMBED_GRACEFUL_SHUTDOWN_SECONDS), leaving the snapshot
+# the rest of compose's 60 s grace period; connection bound and request deadlines; no uvicorn
+# access log (the service logs each request as JSON).
+CMD ["python", "-m", "service.api", "--host", "0.0.0.0", "--port", "8000"]

@@ -2,7 +2,8 @@
 # environment .venv with Python 3.11 and installs the project into it when pyproject.toml changes
 # (`make serve` the service, `.[server]`; `make test` the test extra, which includes the server).
 #
-#   make serve        start the service on http://127.0.0.1:8000 (in-memory tables)
+#   make serve        start the service on http://127.0.0.1:8000 (python -m service.api: every
+#                     start flag comes from the EMBED_* settings, service/api/server.py)
 #   make test         run the whole test suite (the browser tests need Debian's chromium and
 #                     chromium-driver: .ci/run installs them)
 #   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py): installs
@@ -40,7 +41,7 @@ $(SERVER_STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: $(SERVER_STAMP)
-	$(BIN)/python -m uvicorn service.api.main:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --workers 1
+	$(BIN)/python -m service.api --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,10 +1,10 @@
-"""The processes bench/compare.py starts on loopback and stops: the service (uvicorn as in
-production: uvloop, httptools, one worker, log level warning) and a redis-server (no
-persistence), each on a free port, each stopped however the benchmark ends."""
+"""The processes bench/compare.py starts on loopback and stops: the service (python -m
+service.api, as in production, through service.api.process; log level warning, keep-alive 60 s)
+and a redis-server (no persistence), each on a free port, each stopped however the benchmark
+ends."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,13 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.api.process import ServiceProcess, free_port  # noqa: E402
+
 TOKEN = "bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -59,24 +57,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def service() -> Iterator[tuple[str, int]]:
     """(url, pid) of the service in a uvicorn process, with a bearer token, no snapshots."""
-    port = free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-data-"))
-    log = data_dir / "uvicorn.log"
-    env = {**os.environ, "EMBED_TOKEN": TOKEN, "EMBED_LOG_LEVEL": "warning",
-           "EMBED_DATA_DIR": str(data_dir), "EMBED_SNAPSHOT_ON_SHUTDOWN": "false"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-             "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "60"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, process, "uvicorn", log)
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        stop(process)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    env = {"EMBED_TOKEN": TOKEN, "EMBED_LOG_LEVEL": "warning",
+           "EMBED_SNAPSHOT_ON_SHUTDOWN": "false", "EMBED_KEEP_ALIVE_SECONDS": "60"}
+    with ServiceProcess(env=env) as process:
+        yield process.url, process.pid
 
 
 def redis_missing() -> str | None:

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +35,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from service.api.process import ServiceProcess  # noqa: E402
 from service.client import AsyncEmbeddingClient, EmbeddingClient  # noqa: E402
 from service.client import _codecs as codecs  # noqa: E402
 from service.client._codecs import NPY, encode_npy  # noqa: E402
@@ -45,33 +43,10 @@ from service.client._codecs import NPY, encode_npy  # noqa: E402
 
 @contextmanager
 def uvicorn_server() -> Iterator[str]:
-    """The service as `make serve` runs it (uvloop, httptools), on a free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "60"],
-        cwd=ROOT, env={**os.environ, "EMBED_LOG_LEVEL": "warning"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with EmbeddingClient(url, retries=0) as client:
-                    client.health()
-                break
-            except Exception:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("uvicorn did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(30)
+    """The service as `make serve` runs it (python -m service.api), on a free loopback port."""
+    env = {"EMBED_LOG_LEVEL": "warning", "EMBED_KEEP_ALIVE_SECONDS": "60"}
+    with ServiceProcess(env=env) as process:
+        yield process.url
 
 
 def main() -> None:

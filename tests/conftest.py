@@ -1,14 +1,6 @@
 """Shared fixtures: the app in-process (ASGI) and a real uvicorn process on a loopback port."""
-
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,70 +12,15 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from service.api.main import create_app
+from service.api.process import ServiceProcess, free_port
 from service.api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "LiveServer", "free_port"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    """A uvicorn process serving the app on 127.0.0.1, stopped (SIGTERM) when done."""
-
-    def __init__(self, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.own_data_dir: Path | None = None
-        if "EMBED_DATA_DIR" not in (env or {}):  # snapshots never land in the repo's ./data
-            self.own_data_dir = Path(tempfile.mkdtemp(prefix="embed-data-"))
-            self.env["EMBED_DATA_DIR"] = str(self.own_data_dir)
-        self.cwd = cwd or ROOT
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="uvicorn-", suffix=".log")[1])
-
-    def start(self, timeout: float = 30.0) -> LiveServer:
-        with open(self.log_path, "ab") as log:  # a file, not a pipe: a full pipe would block it
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", "1", "--log-level", "warning"],
-                env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"uvicorn exited with {self.process.returncode}:\n{self.output()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"uvicorn did not answer on {self.url} within {timeout} s")
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        try:
-            if self.process is None or self.process.poll() is not None:
-                return None if self.process is None else self.process.returncode
-            self.process.terminate()
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait()
-        finally:
-            if self.own_data_dir is not None:
-                shutil.rmtree(self.own_data_dir, ignore_errors=True)
-
-    def output(self) -> str:
-        """What the process has printed so far."""
-        return self.log_path.read_text(errors="replace")
+# A real uvicorn process, started as in production (python -m service.api) on a free port.
+LiveServer = ServiceProcess
 
 
 @pytest.fixture(autouse=True)

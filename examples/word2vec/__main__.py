@@ -1,8 +1,10 @@
 """python -m examples.word2vec --trainers 2 [--url URL | --serve]: train and report.
 
 The service's URL is --url, else the EMBED_URL environment variable, else
-http://127.0.0.1:8000; --serve starts a service of its own on a free port instead. A service
-that wants a bearer token gets EMBED_TOKEN (the variable the service itself reads).
+http://127.0.0.1:8000; --serve starts a service of its own on a free port instead
+(service.api.process: `python -m service.api` in a child process, as `make serve` runs it, with
+a throwaway data directory). A service that wants a bearer token gets EMBED_TOKEN (the variable
+the service itself reads).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from examples.word2vec.plot import save_loss_plot
-from examples.word2vec.server import serve
 from examples.word2vec.train import History, Word2VecConfig, train
+from service.api.process import ServiceProcess
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 HELP = {
@@ -48,7 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--url", default=os.environ.get("EMBED_URL", DEFAULT_URL),
                        help="the service (default: $EMBED_URL or %(default)s)")
     where.add_argument("--serve", action="store_true",
-                       help="start a service of its own (uvicorn on a free loopback port)")
+                       help="start a service of its own (on a free loopback port)")
     for spec in fields(Word2VecConfig):
         parser.add_argument(f"--{spec.name.replace('_', '-')}", type=type(spec.default),
                             default=spec.default, help=f"{HELP[spec.name]} (%(default)s)")
@@ -65,9 +67,9 @@ def main(argv: list[str] | None = None) -> History:
                                for spec in fields(Word2VecConfig)})
     token = os.environ.get("EMBED_TOKEN") or None
     if args.serve:
-        with serve() as url:
-            print(f"started the service on {url}", flush=True)
-            history = train(config, url, not args.no_progress, token)
+        with ServiceProcess() as service:
+            print(f"started the service on {service.url}", flush=True)
+            history = train(config, service.url, not args.no_progress, token)
     else:
         history = train(config, args.url, not args.no_progress, token)
     drop = 1 - history.eval_loss[-1] / history.initial_loss

@@ -4,6 +4,8 @@ damaged data directory. What a user of `docker stop` / a crash / a bad disk woul
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +128,7 @@ def damaged_data_dir(tmp_path: Path) -> Path:
     store = SnapshotStore(tmp_path / "data")
     store.open()
     store.snapshot(registry)
+    store.close()
     table_dir = tmp_path / "data" / "tables" / "words"
     weights = table_dir / (table_dir / "CURRENT").read_text().strip() / "weights.npy"
     weights.write_bytes(weights.read_bytes()[:1000])
@@ -134,12 +137,12 @@ def damaged_data_dir(tmp_path: Path) -> Path:
 
 def test_a_truncated_file_stops_the_start_with_a_message_naming_it(tmp_path: Path) -> None:
     weights = damaged_data_dir(tmp_path)
-    with pytest.raises(RuntimeError, match="uvicorn exited") as caught:
+    with pytest.raises(RuntimeError, match="exited") as caught:
         server_on(tmp_path / "data")
-    message = str(caught.value)
+    line = one_line_refusal(str(caught.value))
     assert f"refusing to start: damaged snapshot: {weights}: is 1000 bytes but meta.json " \
-           "recorded 3328 (truncated or altered)" in message
-    assert "EMBED_SKIP_DAMAGED_SNAPSHOTS=true" in message
+           "recorded 3328 (truncated or altered)" in line
+    assert "EMBED_SKIP_DAMAGED_SNAPSHOTS=true" in line
 
 
 def test_skip_damaged_snapshots_starts_and_logs_the_skip(tmp_path: Path) -> None:
@@ -171,3 +174,91 @@ def test_an_exported_table_imports_into_another_server(tmp_path: Path) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+# -- stopping with a stalled client; a second process; refusals at start ---------------------
+def stalled_upload(url: str, path: str = "/v1/tables/words/gradients") -> socket.socket:
+    """A connection that sent its head and 12 of 100 body bytes, then nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n".encode() + b'{"ids": [1],')
+    return sock
+
+
+def test_sigterm_with_a_stalled_upload_still_writes_the_shutdown_snapshot(tmp_path: Path) -> None:
+    """The reported case: a client stalls mid-body; SIGTERM must still end the process within
+    the graceful bound, with the shutdown snapshot written (the body timeout is set out of the
+    way so that the graceful bound is what ends the wait)."""
+    data = tmp_path / "data"
+    server = server_on(data, EMBED_GRACEFUL_SHUTDOWN_SECONDS="2",
+                       EMBED_REQUEST_BODY_TIMEOUT_SECONDS="3600")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            create(api, "words")
+            for _ in range(5):
+                body = {"ids": [1, 2], "grads": [[1.0] * 4] * 2, "apply": True}
+                assert api.post("/v1/tables/words/gradients", json=body).status_code == 200
+            sock = stalled_upload(server.url)
+            time.sleep(0.5)  # the head has been read and the request is waiting for its body
+            assert server.process is not None
+            server.process.terminate()
+            try:
+                code = server.process.wait(60)
+            except subprocess.TimeoutExpired:
+                code = None
+            sock.close()
+    finally:
+        server.stop()
+    assert code in (0, -15), f"not stopped within the graceful bound:\n{server.output()}"
+    assert "snapshot (shutdown): 1 table(s) written" in server.output()
+    server = server_on(data)
+    try:
+        assert httpx.get(f"{server.url}/v1/tables/words").json()["step"] == 5
+    finally:
+        server.stop()
+
+
+def one_line_refusal(output: str) -> str:
+    """The line saying why the service did not start; no traceback anywhere."""
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if "refusing to start" in line]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_a_second_process_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    first = server_on(tmp_path / "data")
+    try:
+        in_flight = tmp_path / "data" / "tmp" / "words.5f0c0ffee"
+        in_flight.mkdir()
+        with pytest.raises(RuntimeError, match="exited") as caught:
+            server_on(tmp_path / "data")
+        assert first.process is not None
+        line = one_line_refusal(str(caught.value))
+        assert (f"data_dir {tmp_path / 'data'} is in use by another process "
+                f"(pid {first.process.pid})") in line
+        assert in_flight.is_dir()  # the first one's files are left alone
+        assert httpx.get(f"{first.url}/healthz").status_code == 200
+    finally:
+        first.stop()
+
+
+def test_an_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RuntimeError, match="exited") as caught:
+        server_on(tmp_path / "file" / "data")
+    line = one_line_refusal(str(caught.value))
+    assert f"data_dir {tmp_path / 'file' / 'data'} cannot be used" in line
+
+
+def test_restored_tables_over_a_smaller_budget_are_one_line(
+    tmp_path: Path, make_app: Callable[..., FastAPI]
+) -> None:
+    with TestClient(make_app(data_dir=tmp_path / "data")) as client:  # snapshot on the way out
+        create(client, "words", num_embeddings=1000, embedding_dim=100)  # 400,000 bytes
+    with pytest.raises(RuntimeError, match="exited") as caught:
+        server_on(tmp_path / "data", EMBED_MEMORY_BUDGET_BYTES="100000")
+    line = one_line_refusal(str(caught.value))
+    assert "table 'words' needs 400000 bytes" in line
+    assert "EMBED_MEMORY_BUDGET_BYTES" in line

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from examples.word2vec.__main__ import main
-from examples.word2vec.server import serve
 from examples.word2vec.train import Word2VecConfig, _collect_epoch, run_trainer
+from service.api.process import ServiceProcess
 from service.client import EmbeddingClient, TableNotFoundError
 from tests.conftest import LiveServer
 
@@ -97,10 +97,10 @@ def test_a_failing_trainer_reports_its_error_and_the_coordinator_raises(
 
 
 def test_serve_starts_a_service_and_stops_it() -> None:
-    with serve() as url:
-        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    with ServiceProcess() as service:
+        assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{url}/healthz", timeout=2.0)
+        httpx.get(f"{service.url}/healthz", timeout=2.0)
 
 
 def test_serve_with_a_token_trains_against_a_service_that_requires_it(
@@ -111,7 +111,8 @@ def test_serve_with_a_token_trains_against_a_service_that_requires_it(
     history = main([*SMALL, "--serve", "--epochs", "1", "--trainers", "1", "--no-plot"])
     assert history.eval_loss[-1] < history.initial_loss
     assert "started the service on http://127.0.0.1:" in capsys.readouterr().out
-    with serve() as url:  # the token is really required
+    with ServiceProcess() as service:  # the token is really required
+        url = service.url
         reply = httpx.post(f"{url}/v1/tables", json={"name": "x", "num_embeddings": 1,
                                                      "embedding_dim": 1})
         assert reply.status_code == 401

@@ -1,0 +1,168 @@
+"""Deadlines for a request's head and body, and a bound on connections, in uvicorn's HTTP
+protocol (httptools).
+
+uvicorn times out nothing of a request: a client that sends its headers (or its body) a byte a
+second, or connects and says nothing, holds a connection and its file descriptor for as long as
+it likes, and 1,000 of them exhaust the process's descriptors for everyone. Slow headers never
+reach the ASGI app, so the app cannot time them out: this subclass of uvicorn's protocol does,
+where the bytes arrive.
+
+- Head: a request's line and headers must be complete `head_timeout` seconds after its first
+  byte (for a new connection, after it opens). Else: 408, connection closed.
+- Body: once the head is in, the body's deadline is `body_timeout` seconds away and moves on
+  by 1 / `body_min_rate` seconds for every byte that arrives: a body arriving at least at
+  `body_min_rate` bytes a second never times out, one slower is cut off `body_timeout` seconds
+  behind. While the server itself has stopped reading (the app is not consuming the body yet)
+  the client is not held to it. Else: 408 if no reply was started, connection closed; the app
+  sees the client gone (ClientDisconnect), logged as 408 (service.api.observe).
+- Connections: with `max_connections` open, one more is answered 503 at once and closed (its
+  request, if sent, is read and dropped for a second so the 503 is not lost to a reset).
+
+    config = uvicorn.Config(app, http=bounded_protocol(limits, metrics.count_closed_connection))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.api.observe import TIMED_OUT
+
+REFUSED_LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) before closing
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    head_timeout: float  # seconds
+    body_timeout: float  # seconds
+    body_min_rate: float  # bytes a second
+
+
+def canned_reply(status: str, detail: str, code: str) -> bytes:
+    """A whole HTTP/1.1 reply with a JSON {"detail"} body, closing the connection."""
+    body = orjson.dumps({"detail": detail})
+    head = (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nx-error-code: {code}\r\nconnection: close\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with head and body deadlines and a connection bound. Made
+    for one server by `bounded_protocol`, which sets the two class attributes below."""
+
+    limits: ConnectionLimits
+    on_close: Callable[[str], None]  # told the reason of each connection this class closes
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase: str | None = None  # "head" or "body" while a deadline runs
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # -- connections -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refuse(transport)
+            return
+        super().connection_made(transport)
+        self._start("head", self.limits.head_timeout)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self._refused = True
+        self.transport = transport
+        self.on_close("too_many_connections")
+        transport.write(canned_reply(
+            "503 Service Unavailable", f"the server holds max_connections="
+            f"{self.limits.max_connections} connections; try again shortly", "too_many_connections",
+        ))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = self.loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    # -- the parser's events ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase is None:  # a keep-alive connection's next request: its first byte
+            self._start("head", self.limits.head_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._start("body", self.limits.body_timeout)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._deadline += len(body) / self.limits.body_min_rate
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stop()
+
+    # -- deadlines ---------------------------------------------------------------------------
+    def _start(self, phase: str, seconds: float) -> None:
+        self._stop()
+        self._phase = phase
+        self._deadline = self.loop.time() + seconds
+        self._timer = self.loop.call_at(self._deadline, self._check)
+
+    def _stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._phase = None
+
+    def _check(self) -> None:
+        """The timer is due: moved on (bytes arrived, or we paused reading) or timed out."""
+        now = self.loop.time()
+        if self._phase == "body" and self.flow is not None and self.flow.read_paused:
+            self._deadline = max(self._deadline, now + self.limits.body_timeout)
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check)
+            return
+        self._timer = None
+        self._time_out()
+
+    def _time_out(self) -> None:
+        phase, limits = self._phase, self.limits
+        self._phase = None
+        self.on_close(f"{phase}_timeout")
+        if phase == "head":
+            detail = f"request head not complete within request_head_timeout_seconds=" \
+                     f"{limits.head_timeout:g}"
+        else:
+            detail = (f"request body arrived slower than request_body_min_bytes_per_second="
+                      f"{limits.body_min_rate:g} for more than request_body_timeout_seconds="
+                      f"{limits.body_timeout:g}")
+        cycle = self.cycle
+        answered = False  # a reply to this request has begun: no 408 can follow it
+        if phase == "body" and cycle is not None:
+            answered = cycle.response_started
+            if not cycle.response_complete:
+                cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
+                cycle.disconnected = True  # the app's receive() now says the client is gone
+                cycle.message_event.set()
+        if not answered and not self.transport.is_closing():
+            self.transport.write(canned_reply("408 Request Timeout", detail, "request_timeout"))
+        self.transport.close()
+
+
+def bounded_protocol(
+    limits: ConnectionLimits, on_close: Callable[[str], None]
+) -> type[BoundedHttpProtocol]:
+    """The protocol class for one server (uvicorn.Config(http=...) takes a class)."""
+    return type("BoundedHttpProtocol", (BoundedHttpProtocol,),
+                {"limits": limits, "on_close": staticmethod(on_close)})
