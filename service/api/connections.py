@@ -18,6 +18,10 @@ where the bytes arrive.
 - Connections: with `max_connections` open, one more is answered 503 at once and closed (its
   request, if sent, is read and dropped for a second so the 503 is not lost to a reset).
 
+A request only stores its deadline (a float); one sweep per server, every quarter of the
+shorter timeout (at most a second), closes the connections past theirs. No timer is made or
+cancelled per request.
+
     config = uvicorn.Config(app, http=bounded_protocol(limits, metrics.count_closed_connection))
 """
 
@@ -34,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from service.api.observe import TIMED_OUT
 
 REFUSED_LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) before closing
+MAX_SWEEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     limits: ConnectionLimits
     on_close: Callable[[str], None]  # told the reason of each connection this class closes
+    sweeping: asyncio.AbstractEventLoop | None = None  # the loop the sweep runs on, once started
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase: str | None = None  # "head" or "body" while a deadline runs
         self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # -- connections -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -73,6 +79,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._start("head", self.limits.head_timeout)
+        if type(self).sweeping is not self.loop:
+            type(self).sweeping = self.loop
+            self.loop.call_later(self._sweep_seconds(), self._sweep)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         self._refused = True
@@ -84,14 +93,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         ))
         if transport.can_write_eof():
             transport.write_eof()
-        self._timer = self.loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
+        self._linger = self.loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
             super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop()
+        self._phase = None
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     # -- the parser's events ---------------------------------------------------------------
@@ -110,30 +121,33 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._stop()
+        self._phase = None
 
     # -- deadlines ---------------------------------------------------------------------------
     def _start(self, phase: str, seconds: float) -> None:
-        self._stop()
         self._phase = phase
         self._deadline = self.loop.time() + seconds
-        self._timer = self.loop.call_at(self._deadline, self._check)
 
-    def _stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._phase = None
+    @classmethod
+    def _sweep_seconds(cls) -> float:
+        return min(MAX_SWEEP_SECONDS, cls.limits.head_timeout / 4, cls.limits.body_timeout / 4)
 
-    def _check(self) -> None:
-        """The timer is due: moved on (bytes arrived, or we paused reading) or timed out."""
+    def _sweep(self) -> None:
+        """Close every connection of this server past its deadline; then again in a while."""
         now = self.loop.time()
-        if self._phase == "body" and self.flow is not None and self.flow.read_paused:
-            self._deadline = max(self._deadline, now + self.limits.body_timeout)
+        for connection in list(self.connections):
+            if isinstance(connection, BoundedHttpProtocol) and connection._phase is not None:
+                connection._check(now)
+        self.loop.call_later(self._sweep_seconds(), self._sweep)
+
+    def _check(self, now: float) -> None:
+        """Past the deadline: time out, unless the server itself stopped reading the body (the
+        app is not consuming it yet), which restarts the body's allowance."""
         if now < self._deadline:
-            self._timer = self.loop.call_at(self._deadline, self._check)
             return
-        self._timer = None
+        if self._phase == "body" and self.flow is not None and self.flow.read_paused:
+            self._deadline = now + self.limits.body_timeout
+            return
         self._time_out()
 
     def _time_out(self) -> None:
