@@ -17,7 +17,6 @@ from pathlib import Path
 
 from examples.word2vec.plot import save_loss_plot
 from examples.word2vec.train import History, Word2VecConfig, train
-from service.api.process import ServiceProcess
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 HELP = {
@@ -66,7 +65,9 @@ def main(argv: list[str] | None = None) -> History:
     config = Word2VecConfig(**{spec.name: getattr(args, spec.name)
                                for spec in fields(Word2VecConfig)})
     token = os.environ.get("EMBED_TOKEN") or None
-    if args.serve:
+    if args.serve:  # the server's side, imported only here: a trainer needs only the client
+        from service.api.process import ServiceProcess
+
         with ServiceProcess() as service:
             print(f"started the service on {service.url}", flush=True)
             history = train(config, service.url, not args.no_progress, token)
