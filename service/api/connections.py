@@ -28,6 +28,7 @@ cancelled per request.
 from __future__ import annotations
 
 import asyncio
+import http
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,9 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.api.errors import RequestTimeout, TooManyConnections
 from service.api.observe import TIMED_OUT
+from service.core.errors import EmbeddingServiceError
 
 REFUSED_LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) before closing
 MAX_SWEEP_SECONDS = 1.0
@@ -49,11 +52,14 @@ class ConnectionLimits:
     body_min_rate: float  # bytes a second
 
 
-def canned_reply(status: str, detail: str, code: str) -> bytes:
-    """A whole HTTP/1.1 reply with a JSON {"detail"} body, closing the connection."""
-    body = orjson.dumps({"detail": detail})
+def canned_reply(error: EmbeddingServiceError) -> bytes:
+    """The error's whole HTTP/1.1 reply (its status, code and JSON {"detail"}), closing the
+    connection: written straight to the socket, where no ASGI app is involved."""
+    body = orjson.dumps({"detail": error.detail})
+    status = f"{error.status_code} {http.HTTPStatus(error.status_code).phrase}"
     head = (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nx-error-code: {code}\r\nconnection: close\r\n\r\n")
+            f"content-length: {len(body)}\r\nx-error-code: {error.code}\r\n"
+            "connection: close\r\n\r\n")
     return head.encode("latin-1") + body
 
 
@@ -87,10 +93,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         self.transport = transport
         self.on_close("too_many_connections")
-        transport.write(canned_reply(
-            "503 Service Unavailable", f"the server holds max_connections="
-            f"{self.limits.max_connections} connections; try again shortly", "too_many_connections",
-        ))
+        transport.write(canned_reply(TooManyConnections(
+            f"the server holds max_connections={self.limits.max_connections} connections; try "
+            "again shortly")))
         if transport.can_write_eof():
             transport.write_eof()
         self._linger = self.loop.call_later(REFUSED_LINGER_SECONDS, transport.close)
@@ -170,7 +175,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 cycle.disconnected = True  # the app's receive() now says the client is gone
                 cycle.message_event.set()
         if not answered and not self.transport.is_closing():
-            self.transport.write(canned_reply("408 Request Timeout", detail, "request_timeout"))
+            self.transport.write(canned_reply(RequestTimeout(detail)))
         self.transport.close()
 
 

@@ -52,6 +52,21 @@ class Unauthorized(EmbeddingServiceError):
     code = "unauthorized"
 
 
+class RequestTimeout(EmbeddingServiceError):
+    """A request's head or body arrived too slowly; sent by the HTTP protocol itself
+    (service.api.connections), which then closes the connection."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class TooManyConnections(EmbeddingServiceError):
+    """A connection over max_connections, answered at once by the HTTP protocol and closed."""
+
+    status_code = 503
+    code = "too_many_connections"
+
+
 class InvalidIdempotencyKey(InvalidRequest):
     """An Idempotency-Key header that is empty, too long or not printable ASCII."""
 

@@ -73,6 +73,8 @@ ERROR_OF_CODE: dict[str, type[EmbeddingClientError]] = {
     "budget_exceeded": PayloadTooLargeError,
     "storage_error": ServerUnavailableError,
     "snapshot_damaged": ServerUnavailableError,
+    "request_timeout": ServerUnavailableError,  # the request arrived too slowly: not run
+    "too_many_connections": ServerUnavailableError,
     "not_found": ServerError,  # an unknown URL (client and service of different versions)
     "method_not_allowed": ServerError,
 }
@@ -84,6 +86,7 @@ ERROR_OF_STATUS: dict[int, type[EmbeddingClientError]] = {
     401: UnauthorizedError,
     403: UnauthorizedError,
     406: InvalidRequestError,
+    408: ServerUnavailableError,
     413: PayloadTooLargeError,
     415: InvalidRequestError,
     422: InvalidRequestError,

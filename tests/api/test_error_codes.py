@@ -38,6 +38,8 @@ WIRE_CODES = {
     "budget_exceeded": 413,
     "storage_error": 503,
     "snapshot_damaged": 503,
+    "request_timeout": 408,
+    "too_many_connections": 503,
     "not_found": 404,
     "method_not_allowed": 405,
 }

@@ -84,6 +84,7 @@ def test_slow_heads_and_bodies_are_cut_off_and_connections_are_bounded(
             refused = read_until_closed(ninth)
         assert refused.startswith(b"HTTP/1.1 503 "), refused
         assert b"max_connections=8" in refused
+        assert b"x-error-code: too_many_connections\r\n" in refused
 
         cut = {name: [read_until_closed(sock) for sock in socks]
                for name, socks in (("silent", silent), ("head", slow_head), ("body", slow_body))}
@@ -94,6 +95,7 @@ def test_slow_heads_and_bodies_are_cut_off_and_connections_are_bounded(
     for replies in cut.values():
         for reply in replies:
             assert reply.startswith(b"HTTP/1.1 408 "), reply
+            assert b"x-error-code: request_timeout\r\n" in reply
     assert b"request head not complete within request_head_timeout_seconds=1" in cut["head"][0]
     assert b"request head not complete" in cut["silent"][0]
     assert b"request body arrived slower than" in cut["body"][0]
