@@ -117,6 +117,7 @@ class TableRegistry:
                 del self._building[name]
             raise
         table.pending_gradient.memory_check = functools.partial(self._check_growth, name)
+        table.labels.memory_check = functools.partial(self._check_label_growth, name)
         with self._lock:  # publish
             del self._building[name]
             self._tables[name] = table
@@ -127,6 +128,7 @@ class TableRegistry:
         with self._lock:
             self._check_room(table.name, table.nbytes)
             table.pending_gradient.memory_check = functools.partial(self._check_growth, table.name)
+            table.labels.memory_check = functools.partial(self._check_label_growth, table.name)
             self._tables[table.name] = table
 
     def delete(self, name: str) -> None:
@@ -159,6 +161,15 @@ class TableRegistry:
                 f"push to table {name!r} refused: its pending gradient needs {extra} more bytes "
                 f"and {used} of the memory budget of {self.memory_budget_bytes} bytes are in use "
                 "(apply the pending gradient to free it)"
+            )
+
+    def _check_label_growth(self, name: str, extra: int) -> None:
+        """Called by a table's labels (service.core.labels) before they grow by `extra` bytes."""
+        used = self.memory_used_bytes
+        if used + extra > self.memory_budget_bytes:
+            raise BudgetExceeded(
+                f"labels of table {name!r} refused: they need about {extra} more bytes and "
+                f"{used} of the memory budget of {self.memory_budget_bytes} bytes are in use"
             )
 
 

@@ -8,6 +8,8 @@ A snapshot directory holds
     state.<name>.npy   one per optimizer state array (adam: state.exp_avg.npy, state.exp_avg_sq.npy)
     pending_rows.npy   (k,) int64: rows with a pushed, not yet applied gradient
     pending_sums.npy   (k, embedding_dim): their summed gradient
+    labels.json        {"ids": [...], "labels": [...]}, sorted by id (only if the table has
+                       labels; service.core.labels)
 
     >>> weights = np.load("data/tables/words/snap-1f3a.../weights.npy")   # no service needed
 
@@ -45,6 +47,7 @@ META = "meta.json"
 WEIGHTS = "weights.npy"
 PENDING_ROWS = "pending_rows.npy"
 PENDING_SUMS = "pending_sums.npy"
+LABELS = "labels.json"
 CHUNK_BYTES = 64 * 2**20  # one write call; also the bound on a batch of rewritten rows
 
 
@@ -95,6 +98,8 @@ def write_table(
     rows = point.pending_rows.astype(np.int64, copy=False)  # (k,)
     _stream_npy(directory / PENDING_ROWS, rows, chunk_bytes, None)
     _stream_npy(directory / PENDING_SUMS, point.pending_sums, chunk_bytes, None)  # (k, dim)
+    if len(table.labels):  # read after the point: a later change is counted after it too
+        (directory / LABELS).write_bytes(table.labels.to_json())
     files = {path.name: path.stat().st_size for path in sorted(directory.iterdir())}
     meta = {
         "format": FORMAT,
@@ -228,6 +233,12 @@ def read_table(directory: Path) -> EmbeddingTable:
     )
     table.step = step
     table.restore_pending(rows, sums, pushes)
+    if LABELS in files:
+        _check_size(directory / LABELS, files[LABELS])
+        try:
+            table.labels.load_json((directory / LABELS).read_bytes(), table.check_ids)
+        except EmbeddingServiceError as error:
+            raise SnapshotDamaged(str(directory / LABELS), error.detail) from None
     return table
 
 

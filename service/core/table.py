@@ -28,6 +28,7 @@ import numpy as np
 
 from service.core.errors import InvalidRequest, StaleGradient
 from service.core.initializers import InitSpec, initial_weights
+from service.core.labels import LabelStore
 from service.core.optimizers import Optimizer
 from service.core.pending import PendingGradient, check_finite_sums
 from service.core.scatter import sum_duplicate_rows
@@ -101,6 +102,7 @@ class EmbeddingTable:
         self._changed_rows: np.ndarray | None = None  # (num_embeddings,) bool while tracking
         self._lock = threading.Lock()
         self.pending_gradient = PendingGradient(embedding_dim, self.dtype)
+        self.labels = LabelStore(on_change=self._note_labels_change)  # service.core.labels
 
     # -- shape and size -------------------------------------------------------------------
     @property
@@ -122,9 +124,9 @@ class EmbeddingTable:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: weights, optimizer state and the pending-gradient structures."""
+        """Bytes held: weights, optimizer state, the pending-gradient structures and labels."""
         state = sum(array.nbytes for array in self.state.values())
-        return self.weights.nbytes + state + self.pending_nbytes
+        return self.weights.nbytes + state + self.pending_nbytes + self.labels.nbytes
 
     def info(self) -> dict[str, Any]:
         return {
@@ -138,6 +140,7 @@ class EmbeddingTable:
             "max_staleness": self.max_staleness,
             "step": self.step,
             "pending_rows": self.pending_gradient.count,
+            "labels": len(self.labels),
             "nbytes": self.nbytes,
         }
 
@@ -326,6 +329,11 @@ class EmbeddingTable:
     def cancel_change_tracking(self) -> None:
         with self._lock:
             self._changed_rows = None
+
+    def _note_labels_change(self) -> None:
+        """The labels changed (not a row): counted, so the next snapshot writes the table."""
+        with self._lock:
+            self._note_change(None)
 
     def _note_change(self, rows: np.ndarray | slice | None) -> None:
         """Count a change; while tracking, mark `rows` (their weights or optimizer state

@@ -1,0 +1,93 @@
+"""What neighbour search and labels need of a table: its live ids and their rows, block by block.
+
+Neighbour search (service.core.neighbors) never touches a table's arrays directly: it goes
+through a RowView, so a dense table (ids 0..n-1, every row live) and a dynamic one (any int64
+key, rows made on first use, evicted later) are searched by the same code. A view provides
+
+- `embedding_dim` and `dtype` of the rows, `name` for messages;
+- `live_rows()`: how many rows a scan would visit now;
+- `blocks(block_rows, out)`: every live row once, as (ids (b,) int64, rows (b, dim)) pairs of at
+  most block_rows rows, each block read atomically with respect to training (under the table's
+  lock); `rows` may be `out[:b]`, valid until the next block is asked for;
+- `rows_of(ids)`: the rows of given ids (a query's own items), InvalidRequest naming an id that
+  is not live;
+- `check_label_ids(ids)`: InvalidRequest unless every id may carry a label.
+
+DenseRows is the view of an EmbeddingTable; the dynamic table provides its own (its key index
+lists the live keys and their slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.core.table import EmbeddingTable
+
+
+class RowView(Protocol):
+    name: str
+
+    @property
+    def embedding_dim(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def live_rows(self) -> int: ...
+
+    def blocks(
+        self, block_rows: int, out: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray: ...
+
+    def check_label_ids(self, ids: np.ndarray) -> None: ...
+
+
+class DenseRows:
+    """The RowView of a dense table: ids 0..num_embeddings-1, read through table.lookup (a
+    copy under the table's lock, so a block never holds a half-applied update)."""
+
+    def __init__(self, table: EmbeddingTable) -> None:
+        self.table = table
+        self.name = table.name
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.table.embedding_dim
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.table.dtype
+
+    def live_rows(self) -> int:
+        return self.table.num_embeddings
+
+    def blocks(
+        self, block_rows: int, out: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        count = self.table.num_embeddings
+        for start in range(0, count, block_rows):
+            ids = np.arange(start, min(start + block_rows, count), dtype=np.int64)  # (b,)
+            rows, _ = self.table.lookup(ids, out=out[: len(ids)])  # (b, dim)
+            yield ids, rows
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        rows, _ = self.table.lookup(ids)  # (n, dim); InvalidRequest names an id out of range
+        return rows
+
+    def check_label_ids(self, ids: np.ndarray) -> None:
+        self.table.check_ids(ids)
+
+
+def row_view(table: Any) -> RowView:
+    """The view of any table the registry holds: its own `row_view()` if it has one (dynamic
+    tables), else DenseRows."""
+    own = getattr(table, "row_view", None)
+    return own() if callable(own) else DenseRows(table)
+
+
+__all__ = ["DenseRows", "RowView", "row_view"]
