@@ -21,10 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.docs_ui import ASSETS_PATH, DOCS_PATH, OAUTH2_REDIRECT_PATH, REDOC_PATH
 from service.api.errors import Unauthorized, service_error_reply
+from service.api.ui_page import UI_ASSETS_PATH, UI_PATH
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", DOCS_PATH, OAUTH2_REDIRECT_PATH,
-                        REDOC_PATH})
-OPEN_PREFIXES = (ASSETS_PATH + "/",)  # the API pages' scripts, styles and fonts
+                        REDOC_PATH, UI_PATH})
+# the API pages' and /ui's scripts, styles and fonts (no data: /ui asks for the token itself)
+OPEN_PREFIXES = (ASSETS_PATH + "/", UI_ASSETS_PATH + "/")
 
 
 def route_path(scope: Scope) -> str:

@@ -25,8 +25,9 @@ from service.api.limits import BodySizeLimit, RouteLimit
 from service.api.metrics import AppMetrics
 from service.api.metrics import router as metrics_router
 from service.api.observe import RequestObserver, configure_logging
-from service.api.routes import health, operations, snapshots, tables
+from service.api.routes import explore, health, operations, snapshots, tables
 from service.api.settings import Settings, get_settings
+from service.api.ui_page import install_ui
 from service.core.registry import TableRegistry
 from service.core.snapshot_store import SnapshotStore
 
@@ -104,9 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(QuietStartupRefusal)  # the lifespan only
     app.include_router(metrics_router)
     install_error_handlers(app)
-    for module in (health, tables, operations, snapshots):
+    for module in (health, tables, operations, snapshots, explore):
         app.include_router(module.router)
     install_docs(app)
+    install_ui(app)
     return app
 
 

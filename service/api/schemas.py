@@ -71,6 +71,7 @@ class TableInfo(BaseModel):
     max_staleness: int | None
     step: int
     pending_rows: int
+    labels: int = Field(0, description="Rows with a label (PUT /v1/tables/{name}/labels).")
     nbytes: int
 
 

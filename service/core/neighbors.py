@@ -144,6 +144,8 @@ def _split_items(
         if isinstance(item, bool):
             raise InvalidRequest(f"{where} must be an id, a label or a vector, got {item!r}")
         if isinstance(item, int | np.integer):
+            if not -(2**63) <= int(item) < 2**63:
+                raise InvalidRequest(f"{where} must fit in 64 bits, got {item}")
             ids.append(int(item))
         elif isinstance(item, str):
             if labels is None or not len(labels):

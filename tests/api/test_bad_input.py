@@ -284,6 +284,78 @@ CASES = [
     Case("get-no-table", "GET", "/v1/tables/nope", 404, "'nope' does not exist"),
     Case("delete-no-table", "DELETE", "/v1/tables/nope", 404, "'nope' does not exist"),
     Case("wrong-method", "PUT", WORDS, 405, "Method Not Allowed", {"json": table()}),
+    # -- labels ("words" has labels a, b, c on rows 0, 1, 2) -------------------------------
+    Case("labels-duplicate", "PUT", f"{WORDS}/labels", 422, "repeats label 'x'",
+         {"json": {"labels": ["x", "y", "x"]}}),
+    Case("labels-taken", "PUT", f"{WORDS}/labels", 422, "label 'a' already names row 0",
+         {"json": {"ids": [5], "labels": ["a"], "merge": True}}),
+    Case("labels-more-than-rows", "PUT", f"{WORDS}/labels", 422,
+         "labels has 11 entries, more than the 10 rows of table 'words'",
+         {"json": {"labels": [f"w{i}" for i in range(11)]}}),
+    Case("labels-too-many", "PUT", f"{WORDS}/labels", 413, "max_ids_per_request=1000",
+         {"json": {"labels": [f"w{i}" for i in range(1001)]}}),
+    Case("labels-id-out-of-range", "PUT", f"{WORDS}/labels", 422,
+         "ids must be < num_embeddings=10", {"json": {"ids": [3, 10], "labels": ["x", "y"]}}),
+    Case("labels-id-over-64-bits", "PUT", f"{WORDS}/labels", 422, "ids[0] must fit in 64 bits",
+         {"json": {"ids": [2**64], "labels": ["x"]}}),
+    Case("labels-not-strings", "PUT", f"{WORDS}/labels", 422, "labels[1] must be a string",
+         {"json": {"labels": ["x", 7]}}),
+    Case("labels-empty-string", "PUT", f"{WORDS}/labels", 422, "labels[0] must have 1 to 256",
+         {"json": {"labels": [""]}}),
+    Case("labels-length-mismatch", "PUT", f"{WORDS}/labels", 422, "got 2 ids and 1 labels",
+         {"json": {"ids": [1, 2], "labels": ["x"]}}),
+    Case("labels-duplicate-ids", "PUT", f"{WORDS}/labels", 422, "ids[1] repeats id 4",
+         {"json": {"ids": [4, 4], "labels": ["x", "y"]}}),
+    Case("labels-unknown-field", "PUT", f"{WORDS}/labels", 422, "names is not a field",
+         {"json": {"labels": ["x"], "names": ["x"]}}),
+    Case("labels-no-table", "PUT", "/v1/tables/nope/labels", 404, "'nope' does not exist",
+         {"json": {"labels": ["x"]}}),
+    Case("labels-get-bad-ids", "GET", f"{WORDS}/labels?ids=1,x", 422,
+         "query parameter ids must be integers separated by commas, got 'x'"),
+    # -- neighbours -----------------------------------------------------------------------
+    Case("neighbors-unknown-label", "POST", f"{WORDS}/neighbors", 422,
+         "positive[1]: label 'zebra' names no row", {"json": {"positive": ["a", "zebra"]}}),
+    Case("neighbors-no-labels", "POST", f"{TAGS}/neighbors", 422, "the table has no labels",
+         {"json": {"positive": ["a"]}}),
+    Case("neighbors-id-out-of-range", "POST", f"{WORDS}/neighbors", 422,
+         "ids must be < num_embeddings=10", {"json": {"negative": [12]}}),
+    Case("neighbors-metric", "POST", f"{WORDS}/neighbors", 422, "metric",
+         {"json": {"positive": [1], "metric": "manhattan"}}),
+    Case("neighbors-k-zero", "POST", f"{WORDS}/neighbors", 422, "k: Input should be greater",
+         {"json": {"positive": [1], "k": 0}}),
+    Case("neighbors-k-too-large", "POST", f"{WORDS}/neighbors", 422, "k: Input should be less",
+         {"json": {"positive": [1], "k": 1001}}),
+    Case("neighbors-zero-query", "POST", f"{WORDS}/neighbors", 422, "zero vector",
+         {"json": {"positive": ["b"], "negative": [1]}}),
+    Case("neighbors-vector-dim", "POST", f"{WORDS}/neighbors", 422,
+         "positive[0] must be a vector of embedding_dim=4 numbers, got shape [3]",
+         {"json": {"positive": [[1, 2, 3]]}}),
+    Case("neighbors-vector-strings", "POST", f"{WORDS}/neighbors", 422,
+         "positive[0] must be a vector of numbers", {"json": {"positive": [["a", 1, 2, 3]]}}),
+    Case("neighbors-boolean-item", "POST", f"{WORDS}/neighbors", 422,
+         "negative[0] must be an id, a label or a vector, got True",
+         {"json": {"positive": [1], "negative": [True]}}),
+    Case("neighbors-no-items", "POST", f"{WORDS}/neighbors", 422, "needs at least one item",
+         {"json": {"k": 3}}),
+    Case("neighbors-both-forms", "POST", f"{WORDS}/neighbors", 422,
+         "either queries or positive / negative", {"json": {"positive": [1],
+                                                           "queries": [{"positive": [2]}]}}),
+    Case("neighbors-bad-query-in-batch", "POST", f"{WORDS}/neighbors", 422,
+         "queries[1].positive[0]: label 'zebra'",
+         {"json": {"queries": [{"positive": [2]}, {"positive": ["zebra"]}]}}),
+    Case("neighbors-too-many-queries", "POST", f"{WORDS}/neighbors", 422, "queries",
+         {"json": {"queries": [{"positive": [1]}] * 257}}),
+    Case("neighbors-too-many-items", "POST", f"{WORDS}/neighbors", 422, "more than 100",
+         {"json": {"positive": [1] * 101}}),
+    Case("neighbors-no-table", "POST", "/v1/tables/nope/neighbors", 404,
+         "'nope' does not exist", {"json": {"positive": [1]}}),
+    # -- projection -----------------------------------------------------------------------
+    Case("projection-sample-zero", "GET", f"{WORDS}/projection?sample=0", 422,
+         "sample must be in [1, 20000], got 0"),
+    Case("projection-sample-text", "GET", f"{WORDS}/projection?sample=many", 422, "sample"),
+    Case("projection-negative-seed", "GET", f"{WORDS}/projection?seed=-1", 422,
+         "seed must be >= 0"),
+    Case("projection-no-table", "GET", "/v1/tables/nope/projection", 404, "'nope' does not exist"),
 ]
 
 
@@ -299,6 +371,8 @@ def checksum(registry: TableRegistry) -> dict[str, str]:
         order = np.argsort(rows)
         digest.update(rows[order].tobytes() + sums[order].tobytes())
         digest.update(f"{pushes} {table.step} {table.optimizer.config()}".encode())
+        ids, labels = table.labels.items()
+        digest.update(f"{ids.tolist()} {labels} {table.changes}".encode())
         digests[table.name] = digest.hexdigest()
     return digests
 
@@ -321,6 +395,7 @@ def set_up_tables(client: TestClient) -> None:
         client.post(f"{TAGS}/gradients", json={"ids": [0, 5, 5], "grads": [[1, 2, 3]] * 3,
                                                "apply": True}).raise_for_status()
     client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
+    client.put(f"{WORDS}/labels", json={"labels": ["a", "b", "c"]}).raise_for_status()
 
 
 @pytest.fixture
