@@ -24,7 +24,7 @@ from service.client.errors import (
     TableNotFoundError,
     UnauthorizedError,
 )
-from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
 from service.client.sync import EmbeddingClient
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "EmbeddingClientError",
     "InvalidRequestError",
     "Lookup",
+    "Neighbours",
     "PayloadTooLargeError",
     "PushResult",
     "ServerError",

@@ -21,7 +21,7 @@ import numpy as np
 from service.client import _codecs as codecs
 from service.client._http11 import Prepared, origin_of
 from service.client.errors import EmbeddingClientError, ServerUnavailableError, error_for
-from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
 
 T = TypeVar("T")
 WireFormat = Literal["binary", "json"]
@@ -187,6 +187,37 @@ def _lookup(response: httpx.Response) -> Lookup:
     return Lookup(vectors, reply["step"])
 
 
+def _labels(response: httpx.Response) -> dict[int, str]:
+    reply = _json(response)
+    return {row: label for row, label in zip(reply["ids"], reply["labels"], strict=True)
+            if label is not None}
+
+
+def _neighbours(response: httpx.Response) -> Neighbours:
+    return Neighbours.from_json(_json(response))
+
+
+def _neighbours_batch(response: httpx.Response) -> list[Neighbours]:
+    return [Neighbours.from_json(result) for result in _json(response)["results"]]
+
+
+def _query_items(items: Any) -> list[Any]:
+    """A query's items as JSON: ids (int), labels (str), vectors (lists of floats). One item
+    alone (a label, an id or a 1-d vector) is a list of one."""
+    if isinstance(items, str | int | np.integer) or (
+            isinstance(items, np.ndarray) and items.ndim == 1):
+        items = [items]
+    ready: list[Any] = []
+    for item in items:
+        if isinstance(item, np.integer):
+            ready.append(int(item))
+        elif isinstance(item, str | int):
+            ready.append(item)
+        else:
+            ready.append(np.asarray(item, dtype=np.float64).tolist())
+    return ready
+
+
 def _table_path(name: str, *rest: str) -> str:
     return "/".join(("/v1/tables", quote(name, safe=""), *rest))
 
@@ -273,6 +304,36 @@ class Requests:
 
     def export_weights(self, name: str) -> Call[np.ndarray]:
         return Call("GET", _table_path(name, "weights"), _array, headers={"Accept": codecs.NPY})
+
+    def set_labels(self, name: str, labels: Any, ids: Any, merge: bool) -> Call[TableInfo]:
+        body: dict[str, Any] = {"labels": list(labels), "merge": merge}
+        if ids is not None:
+            body["ids"] = codecs.as_ids(ids).reshape(-1).tolist()
+        return Call("PUT", _table_path(name, "labels"), _table_info, codecs.encode_json(body),
+                    {**self.json_headers, **_once()})
+
+    def get_labels(self, name: str, ids: Any) -> Call[dict[int, str]]:
+        params = None
+        if ids is not None:
+            params = {"ids": ",".join(map(str, codecs.as_ids(ids).reshape(-1).tolist()))}
+        return Call("GET", _table_path(name, "labels"), _labels, params=params)
+
+    def most_similar(
+        self, name: str, positive: Any, negative: Any, k: int, metric: str
+    ) -> Call[Neighbours]:
+        body = {"positive": _query_items(positive), "negative": _query_items(negative),
+                "k": k, "metric": metric}
+        return Call("POST", _table_path(name, "neighbors"), _neighbours,
+                    codecs.encode_json(body), self.json_headers)
+
+    def most_similar_batch(
+        self, name: str, queries: Any, k: int, metric: str
+    ) -> Call[list[Neighbours]]:
+        body = {"queries": [{"positive": _query_items(query.get("positive", [])),
+                             "negative": _query_items(query.get("negative", []))}
+                            for query in queries], "k": k, "metric": metric}
+        return Call("POST", _table_path(name, "neighbors"), _neighbours_batch,
+                    codecs.encode_json(body), self.json_headers)
 
     def import_weights(self, name: str, weights: Any) -> Call[TableInfo]:
         return Call("PUT", _table_path(name, "weights"), _table_info,

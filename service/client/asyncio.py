@@ -12,7 +12,7 @@ both); only sending and sleeping differ.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from service.client._wire import (
     finish,
     unavailable,
 )
-from service.client.models import ApplyResult, Lookup, PushResult, TableInfo
+from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
 
 T = TypeVar("T")
 
@@ -130,6 +130,39 @@ class AsyncEmbeddingClient:
         """One optimizer step over every row with a pending gradient. `lr` overrides the
         optimizer's for this step; average=True divides by the number of pushes."""
         return await self._send(self._requests.apply(table, lr=lr, average=average))
+
+    # -- exploring ---------------------------------------------------------------------------
+    async def set_labels(
+        self, table: str, labels: Sequence[str], ids: Any = None, merge: bool = False
+    ) -> TableInfo:
+        """Label rows: labels[i] names row ids[i] (without ids: rows 0, 1, 2...). The labels
+        replace the table's, or with merge=True join them. A label names one row per table
+        (InvalidRequestError on a duplicate; nothing changes)."""
+        return await self._send(self._requests.set_labels(table, labels, ids, merge))
+
+    async def get_labels(self, table: str, ids: Any = None) -> dict[int, str]:
+        """{id: label} of `ids` that have a label (without ids: every labelled row)."""
+        return await self._send(self._requests.get_labels(table, ids))
+
+    async def most_similar(
+        self, table: str, positive: Any = (), negative: Any = (), k: int = 10,
+        metric: str = "cosine",
+    ) -> Neighbours:
+        """The k rows nearest to positive minus negative, as gensim's most_similar: each item
+        an id, a label or a vector; metric "cosine", "dot" or "l2". The query's own rows are
+        left out. `.items()` gives [(label or id, score)]:
+
+            client.most_similar("words", positive=["king", "woman"], negative=["man"], k=5)
+        """
+        return await self._send(self._requests.most_similar(table, positive, negative, k, metric))
+
+    async def most_similar_batch(
+        self, table: str, queries: Sequence[Mapping[str, Any]], k: int = 10,
+        metric: str = "cosine",
+    ) -> list[Neighbours]:
+        """most_similar for several queries ({"positive": [...], "negative": [...]}) in one
+        call: one pass over the table for all of them."""
+        return await self._send(self._requests.most_similar_batch(table, queries, k, metric))
 
     # -- service ---------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class TableInfo:
     init: dict[str, Any]
     seed: int | None = None
     max_staleness: int | None = None
+    labels: int = 0  # rows with a label
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -44,6 +45,7 @@ class TableInfo:
             init=reply.get("init", {}),
             seed=reply.get("seed"),
             max_staleness=reply.get("max_staleness"),
+            labels=reply.get("labels", 0),
             raw=reply,
         )
 
@@ -78,6 +80,28 @@ class ApplyResult:
         return cls(reply["step"], reply["rows_updated"], replayed)
 
 
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """The nearest rows to one query, best first (equal scores: smaller id first). `scores` are
+    cosine similarities or dot products (higher is nearer) or l2 distances (lower is nearer);
+    `labels` holds each row's label (None where it has none) when the table has labels."""
+
+    ids: np.ndarray  # (n,) int64
+    scores: np.ndarray  # (n,) float64
+    labels: list[str | None] | None = None
+
+    def items(self) -> list[tuple[str | int, float]]:
+        """[(label, or id where unlabelled, score)], as gensim's most_similar returns."""
+        names = self.labels or [None] * len(self.ids)
+        return [(name if name is not None else int(row), float(score))
+                for row, name, score in zip(self.ids, names, self.scores, strict=True)]
+
+    @classmethod
+    def from_json(cls, reply: dict[str, Any]) -> Neighbours:
+        return cls(np.asarray(reply["ids"], dtype=np.int64),
+                   np.asarray(reply["scores"], dtype=np.float64), reply.get("labels"))
+
+
 class Lookup(NamedTuple):
     """Rows and the table step they were read at: `vectors, step = client.lookup_with_step(...)`."""
 
@@ -85,4 +109,4 @@ class Lookup(NamedTuple):
     step: int
 
 
-__all__ = ["ApplyResult", "Lookup", "PushResult", "TableInfo"]
+__all__ = ["ApplyResult", "Lookup", "Neighbours", "PushResult", "TableInfo"]

@@ -20,6 +20,7 @@ CLIENT_API = {
     "EmbeddingClientError",
     "InvalidRequestError",
     "Lookup",
+    "Neighbours",
     "PayloadTooLargeError",
     "PushResult",
     "ServerError",
