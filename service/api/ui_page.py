@@ -39,8 +39,8 @@ def install_ui(app: FastAPI) -> None:
         return FileResponse(UI_DIR / "index.html", media_type="text/html; charset=utf-8",
                             headers=HEADERS)
 
-    @app.get(UI_ASSETS_PATH + "/{path}", include_in_schema=False)
-    async def ui_asset(path: str) -> FileResponse:
-        if path not in UI_FILES:
-            raise HTTPException(404, f"path {path!r} is not a file of the /ui page")
-        return FileResponse(UI_DIR / path, media_type=UI_FILES[path], headers=HEADERS)
+    @app.get(UI_ASSETS_PATH + "/{file}", include_in_schema=False)
+    async def ui_asset(file: str) -> FileResponse:
+        if file not in UI_FILES:
+            raise HTTPException(404, f"{file!r} is not a file of the /ui page")
+        return FileResponse(UI_DIR / file, media_type=UI_FILES[file], headers=HEADERS)

@@ -48,9 +48,10 @@ def every_route(app: FastAPI) -> list[tuple[str, str]]:
     found = []
     for route in all_routes(app):
         assert isinstance(route.path, str), f"unexpected route kind {route!r}"
-        # a table name, or for the API pages' assets one of their files
-        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: "swagger-ui.css" if m[1] == "path"
-                      else "words", route.path)
+        # a table name, or for the API pages' and /ui's assets one of their files
+        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: {"path": "swagger-ui.css",
+                                                      "file": "app.js"}.get(m[1], "words"),
+                      route.path)
         for method in sorted(route.methods or {"GET"}):
             if method != "HEAD":
                 found.append((method, path))

@@ -70,7 +70,8 @@ def test_operation_ids_are_the_function_names(make_app: Callable[..., FastAPI]) 
     ids = sorted(op["operationId"] for path in document["paths"].values() for op in path.values())
     assert ids == sorted(["healthz", "metrics", "create_table", "list_tables", "get_table",
                           "delete_table", "lookup", "push_gradients", "apply", "snapshot",
-                          "export_weights", "import_weights"])
+                          "export_weights", "import_weights", "set_labels", "get_labels",
+                          "neighbors", "projection"])
 
 
 @pytest.fixture

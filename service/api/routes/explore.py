@@ -96,12 +96,8 @@ async def get_labels(
 @router.post(
     "/{name}/neighbors",
     responses={**ERRORS, 200: {"description": "One query: {ids, scores, labels?}; with "
-                               "\"queries\": {results: [...]}, one per query.",
-                               "content": {JSON: {"schema": {"anyOf": [
-                                   NeighborsModel.model_json_schema(),
-                                   NeighborsBatch.model_json_schema(
-                                       ref_template="#/components/schemas/{model}")]}}}}},
-    response_model=None,
+                               "\"queries\": {results: [...]}, one per query."}},
+    response_model=NeighborsModel | NeighborsBatch,
 )
 async def neighbors(
     name: str, body: NeighborsRequest, request: Request, tables: TablesDep
