@@ -1,5 +1,12 @@
 """python -m examples.word2vec --trainers 2 [--url URL | --serve]: train and report.
 
+    python -m examples.word2vec --corpus FILE [--eval-pairs FILE]
+
+trains on a whitespace-tokenized text file instead of the planted topics, with the settings
+TEXT_DEFAULTS holds unless given (chosen by the Spearman correlation they reach on real text:
+README, "Train on your own text"); `python -m examples.word2vec.texts DIR` writes real text and
+WordSim-353 from gensim's wheel.
+
 The service's URL is --url, else the EMBED_URL environment variable, else
 http://127.0.0.1:8000; --serve starts a service of its own on a free port instead
 (service.api.process: `python -m service.api` in a child process, as `make serve` runs it, with
@@ -36,7 +43,20 @@ HELP = {
     "neighbours": "k of the purity measure (k nearest neighbours by cosine)",
     "eval_examples": "examples in the held-out loss sample",
     "table_prefix": "the tables are PREFIX-in and PREFIX-out (replaced if they exist)",
+    "update": "context rows' update: mean (the exact gradient of the context mean, as the "
+              "book's CBOW) or word2vec (each context row gets the whole hidden gradient)",
+    "corpus_path": "a whitespace-tokenized text file, one sentence or document a line, to train "
+                   "on instead of the planted topics",
+    "eval_pairs": "with --corpus: a tab-separated word, word, human score file (WordSim-353's "
+                  "layout); the Spearman correlation with cosine similarity is reported",
+    "min_count": "with --corpus: words seen fewer times are left out of the vocabulary",
+    "subsample": "with --corpus: word2vec's subsampling threshold for frequent words (0: off)",
 }
+# With --corpus, these replace the planted-topic defaults unless given on the command line:
+# chosen by the Spearman correlation with WordSim-353 they reach on real text (README).
+TEXT_DEFAULTS = {"dim": 100, "window": 4, "lr": 5.0, "batch_size": 256, "epochs": 5,
+                 "update": "word2vec", "eval_examples": 4096}
+FLAGS = {"corpus_path": "--corpus", "eval_pairs": "--eval-pairs"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -51,13 +71,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--serve", action="store_true",
                        help="start a service of its own (on a free loopback port)")
     for spec in fields(Word2VecConfig):
-        parser.add_argument(f"--{spec.name.replace('_', '-')}", type=type(spec.default),
-                            default=spec.default, help=f"{HELP[spec.name]} (%(default)s)")
+        flag = FLAGS.get(spec.name, f"--{spec.name.replace('_', '-')}")
+        text_default = TEXT_DEFAULTS.get(spec.name)
+        shown = f" ({spec.default}; with --corpus {text_default})" if text_default else (
+            f" ({spec.default})" if spec.default != "" else "")
+        parser.add_argument(flag, dest=spec.name, type=type(spec.default), default=None,
+                            help=HELP[spec.name] + shown)
     parser.add_argument("--plot", type=Path, default=Path("word2vec_loss.png"),
                         help="where to save the loss plot, if matplotlib is installed")
     parser.add_argument("--no-plot", action="store_true", help="save no plot")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for spec in fields(Word2VecConfig):  # unset: the text default with --corpus, else the field's
+        if getattr(args, spec.name) is None:
+            text = args.corpus_path and spec.name in TEXT_DEFAULTS
+            setattr(args, spec.name, TEXT_DEFAULTS[spec.name] if text else spec.default)
+    if args.eval_pairs and not args.corpus_path:
+        parser.error("--eval-pairs needs --corpus")
+    return args
 
 
 def main(argv: list[str] | None = None) -> History:
@@ -75,8 +106,9 @@ def main(argv: list[str] | None = None) -> History:
         history = train(config, args.url, not args.no_progress, token)
     drop = 1 - history.eval_loss[-1] / history.initial_loss
     print(f"held-out loss {history.initial_loss:.4f} -> {history.eval_loss[-1]:.4f} "
-          f"({drop:.0%} lower); neighbour purity {history.initial_purity:.3f} -> "
-          f"{history.purity[-1]:.3f} (chance {history.chance_purity:.3f})", flush=True)
+          f"({drop:.0%} lower); {history.quality} {history.initial_purity:.3f} -> "
+          f"{history.purity[-1]:.3f} (chance {history.chance_purity:.3f})"
+          + (f" on {history.pairs_used} word pairs" if history.pairs_used else ""), flush=True)
     if not args.no_plot:
         if save_loss_plot(history, args.plot):
             print(f"loss plot saved to {args.plot}", flush=True)

@@ -11,6 +11,11 @@ for predicted words. For a batch of B examples with window w, K negatives and di
 Backward: with labels 1 for the target and 0 for negatives, d loss / d scores =
 (sigmoid(scores) - labels) / B; the chain rule through the dot product and the mean gives the
 gradients of the looked-up rows, which the layers scatter-add into their tables.
+
+Two update rules for the context rows: "mean", the exact gradient of the mean (each of the 2w
+rows gets 1/2w of the hidden layer's gradient, as the book's CBOW), and "word2vec", where each
+context row gets the whole hidden-layer gradient (word2vec.c's cbow_mean=1 does this: 2w times
+the exact step for the input vectors).
 """
 
 from __future__ import annotations
@@ -38,9 +43,14 @@ def softplus(x: np.ndarray) -> np.ndarray:
 class CBOWNegativeSampling:
     """word2vec's CBOW: predict a word from the mean of its context, against K negatives."""
 
-    def __init__(self, in_layer: EmbeddingLayer, out_layer: EmbeddingLayer) -> None:
+    def __init__(
+        self, in_layer: EmbeddingLayer, out_layer: EmbeddingLayer, context_update: str = "mean"
+    ) -> None:
+        if context_update not in ("mean", "word2vec"):
+            raise ValueError(f"context_update must be 'mean' or 'word2vec', got {context_update!r}")
         self.in_layer = in_layer
         self.out_layer = out_layer
+        self.context_update = context_update
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     def forward(self, contexts: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> float:
@@ -66,8 +76,10 @@ class CBOWNegativeSampling:
         dscores = (sigmoid(scores) - labels) / batch  # (B, 1 + K)
         doutput_rows = dscores[:, :, None] * hidden[:, None, :]  # (B, 1 + K, D)
         dhidden = np.einsum("bk,bkd->bd", dscores, output_rows)  # (B, D)
-        dcontext_rows = np.repeat(dhidden[:, None, :] / context_width, context_width, axis=1)
-        # (B, 2w, D): the mean sends each context row 1/2w of the hidden gradient
+        share = 1.0 / context_width if self.context_update == "mean" else 1.0
+        dcontext_rows = np.repeat(dhidden[:, None, :] * share, context_width, axis=1)
+        # (B, 2w, D): the mean sends each context row 1/2w of the hidden gradient ("mean"), or
+        # word2vec.c's rule gives each the whole of it ("word2vec")
         self.out_layer.backward(doutput_rows.astype(output_rows.dtype, copy=False))
         self.in_layer.backward(dcontext_rows.astype(hidden.dtype, copy=False))
         self._cache = None

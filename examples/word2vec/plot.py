@@ -10,8 +10,8 @@ from examples.word2vec.train import History
 
 
 def save_loss_plot(history: History, path: Path) -> bool:
-    """Batch losses, epoch means and held-out loss on the left, purity on the right. Returns
-    False (and writes nothing) when matplotlib is missing."""
+    """Batch losses, epoch means and held-out loss on the left, purity (or Spearman) on the
+    right. Returns False (and writes nothing) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -32,9 +32,9 @@ def save_loss_plot(history: History, path: Path) -> bool:
     loss_axes.legend(fontsize="small")
     purity_axes.plot(epochs, [history.initial_purity, *history.purity], "o-")
     purity_axes.axhline(history.chance_purity, color="0.5", linestyle="--", label="chance")
-    purity_axes.set_ylim(0, 1.05)
+    purity_axes.set_ylim(min(0.0, *history.purity, history.initial_purity), 1.05)
     purity_axes.set_xlabel("epoch")
-    purity_axes.set_ylabel("neighbour purity")
+    purity_axes.set_ylabel(history.quality)
     purity_axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path)

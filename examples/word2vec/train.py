@@ -1,5 +1,11 @@
 """Word2vec CBOW trained by several processes at once, with both tables in the service.
 
+The corpus is the planted-topic one (examples.word2vec.corpus; judged by neighbour purity), or
+a text file of your own (examples.word2vec.text; judged by the Spearman correlation with human
+word-similarity scores, when a WordSim-353-style file is given). Either way the "in" table is
+labelled with the words at the end, and the neighbours of a few frequent words are printed
+(service's neighbour search, through the client's most_similar).
+
 Asynchronous training: every trainer process pushes its gradients with apply=True, so each push
 is an SGD step on the rows it touched, as soon as it arrives (Hogwild-style; no trainer waits
 for another within an epoch). Trainers pull fresh rows before every batch. The coordinator (the
@@ -14,14 +20,22 @@ import multiprocessing
 import queue
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from examples.word2vec.corpus import Corpus, NegativeSampler, cbow_examples, make_corpus
-from examples.word2vec.metrics import chance_purity, neighbour_purity
+from examples.word2vec.evaluate import Evaluator, label_and_show
 from examples.word2vec.model import CBOWNegativeSampling
 from examples.word2vec.progress import progress_bar
+from examples.word2vec.text import (
+    TextCorpus,
+    keep_probabilities,
+    read_corpus,
+    subsample,
+    window_examples,
+)
 from service.client import EmbeddingClient, TableExistsError
 from service.training import RemoteEmbedding
 
@@ -46,6 +60,15 @@ class Word2VecConfig:
     neighbours: int = 10  # k of the purity measure
     eval_examples: int = 2048  # held-out loss: examples from sentences no trainer sees
     table_prefix: str = "word2vec"
+    update: str = "mean"  # context rows' update: "mean" (exact) or "word2vec" (whole gradient)
+    corpus_path: str = ""  # a text file to train on instead of the planted topics
+    eval_pairs: str = ""  # a WordSim-353-style file: word, word, human score
+    min_count: int = 5  # text: words seen fewer times are dropped
+    subsample: float = 1e-3  # text: word2vec's subsampling threshold (0: none)
+
+    @property
+    def is_text(self) -> bool:
+        return bool(self.corpus_path)
 
     @property
     def vocab_size(self) -> int:
@@ -55,9 +78,21 @@ class Word2VecConfig:
     def tables(self) -> tuple[str, str]:
         return f"{self.table_prefix}-in", f"{self.table_prefix}-out"
 
-    def corpus(self) -> Corpus:
+    def corpus(self) -> Corpus | TextCorpus:
+        if self.is_text:
+            return read_corpus(Path(self.corpus_path), self.min_count)
         return make_corpus(self.num_topics, self.words_per_topic, self.num_sentences,
                            self.sentence_length, self.noise, self.seed)
+
+    def epoch_examples(self, corpus: Corpus | TextCorpus,
+                       epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """contexts (n, 2w) and targets (n,) of an epoch: the planted corpus's every epoch; a
+        text's after that epoch's subsampling (the same in every trainer: seeded by epoch)."""
+        if isinstance(corpus, TextCorpus):
+            keep = keep_probabilities(corpus.counts, self.subsample)
+            rng = np.random.default_rng([self.seed, epoch, 7])
+            return window_examples(subsample(corpus.sentences, keep, rng), self.window)
+        return cbow_examples(corpus.sentences, self.window)
 
     def held_out_corpus(self) -> Corpus:
         """New sentences from the same topics (another seed): the loss is measured on them."""
@@ -76,9 +111,12 @@ class History:
     eval_loss: list[float] = field(default_factory=list)  # held-out loss after each epoch
     purity: list[float] = field(default_factory=list)  # after each epoch
     batch_loss: list[float] = field(default_factory=list)  # every batch, in arrival order
+    quality: str = "neighbour purity"  # what `purity` measures (text: Spearman vs humans)
+    pairs_used: int = 0  # text: word pairs of the eval file found in the vocabulary
+    neighbours: dict[str, list[tuple[str | int, float]]] = field(default_factory=dict)
 
 
-def create_tables(client: EmbeddingClient, config: Word2VecConfig) -> None:
+def create_tables(client: EmbeddingClient, config: Word2VecConfig, vocab_size: int) -> None:
     """"in" starts small and random, "out" at zero (as word2vec does); an existing table of the
     same name is replaced, so a rerun starts afresh."""
     inits = ({"kind": "uniform", "low": -0.5 / config.dim, "high": 0.5 / config.dim},
@@ -89,14 +127,15 @@ def create_tables(client: EmbeddingClient, config: Word2VecConfig) -> None:
             optimizer={"kind": "sgd", "lr": config.lr},
         )
         try:
-            client.create_table(name, config.vocab_size, config.dim, **options)
+            client.create_table(name, vocab_size, config.dim, **options)
         except TableExistsError:
             client.delete_table(name)
-            client.create_table(name, config.vocab_size, config.dim, **options)
+            client.create_table(name, vocab_size, config.dim, **options)
 
 
-def batches_per_epoch(config: Word2VecConfig, trainer: int) -> int:
-    examples = config.num_sentences * (config.sentence_length - 2 * config.window)
+def batches_per_epoch(config: Word2VecConfig, trainer: int, examples: int | None = None) -> int:
+    if examples is None:
+        examples = config.num_sentences * (config.sentence_length - 2 * config.window)
     shard = len(range(trainer, examples, config.trainers))
     return math.ceil(shard / config.batch_size)
 
@@ -108,16 +147,16 @@ def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
     then waits at the barrier for the coordinator's evaluation."""
     try:
         corpus = config.corpus()
-        contexts, targets = cbow_examples(corpus.sentences, config.window)  # (n, 2w), (n,)
-        shard = np.arange(trainer, len(targets), config.trainers)
         rng = np.random.default_rng([config.seed, trainer + 1])
         sampler = NegativeSampler(corpus.word_counts())
         in_table, out_table = config.tables
         with EmbeddingClient(url, token=token) as client:
             model = CBOWNegativeSampling(RemoteEmbedding(client, in_table, apply=True),
-                                         RemoteEmbedding(client, out_table, apply=True))
+                                         RemoteEmbedding(client, out_table, apply=True),
+                                         config.update)
             for epoch in range(1, config.epochs + 1):
-                order = rng.permutation(shard)
+                contexts, targets = config.epoch_examples(corpus, epoch)  # (n, 2w), (n,)
+                order = rng.permutation(np.arange(trainer, len(targets), config.trainers))
                 for start in range(0, len(order), config.batch_size):
                     batch = order[start:start + config.batch_size]  # (B,)
                     negatives = sampler.sample(rng, (len(batch), config.negatives))  # (B, K)
@@ -131,48 +170,24 @@ def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
         raise
 
 
-class Evaluator:
-    """The coordinator's measures: the loss on held-out sentences (with negatives drawn once),
-    and the neighbour purity of the "in" vectors."""
-
-    def __init__(self, client: EmbeddingClient, config: Word2VecConfig, corpus: Corpus):
-        rng = np.random.default_rng([config.seed, 0])
-        contexts, targets = cbow_examples(config.held_out_corpus().sentences, config.window)
-        self.contexts = contexts[: config.eval_examples]  # (E, 2w)
-        self.targets = targets[: config.eval_examples]  # (E,)
-        self.negatives = NegativeSampler(corpus.word_counts()).sample(
-            rng, (len(self.targets), config.negatives))  # (E, K)
-        in_table, out_table = config.tables
-        self.in_layer = RemoteEmbedding(client, in_table)
-        self.model = CBOWNegativeSampling(self.in_layer, RemoteEmbedding(client, out_table))
-        self.topic_of_word = corpus.topic_of_word
-        self.neighbours = config.neighbours
-
-    def loss(self) -> float:
-        return self.model.forward(self.contexts, self.targets, self.negatives)  # no backward
-
-    def purity(self) -> float:
-        vectors = self.in_layer.forward(np.arange(len(self.topic_of_word)))  # (vocab, D)
-        return neighbour_purity(vectors, self.topic_of_word, self.neighbours)
-
-
 def train(config: Word2VecConfig, url: str, show_progress: bool = True,
           token: str | None = None) -> History:
-    """Create the tables, run config.trainers trainer processes, report each epoch. `token`:
-    the service's bearer token, if it has one (EMBED_TOKEN)."""
+    """Create the tables, run config.trainers trainer processes, report each epoch, then label
+    the "in" table with the words and show the neighbours of a few frequent ones. `token`: the
+    service's bearer token, if it has one (EMBED_TOKEN)."""
     corpus = config.corpus()
-    history = History(chance_purity=chance_purity(corpus.topic_of_word))
     context = multiprocessing.get_context("spawn")  # no fork of a process holding sockets
     messages = context.Queue()
     epoch_done = context.Barrier(config.trainers + 1)
     with EmbeddingClient(url, token=token) as client:
-        create_tables(client, config)
+        create_tables(client, config, corpus.vocab_size)
         evaluator = Evaluator(client, config, corpus)
-        history.initial_loss, history.initial_purity = evaluator.loss(), evaluator.purity()
-        _say(f"{config.trainers} trainers, {corpus.vocab_size} words in {config.num_topics} "
-             f"topics, {config.num_sentences} sentences; before training: held-out loss "
-             f"{history.initial_loss:.4f}, purity {history.initial_purity:.3f} "
-             f"(chance {history.chance_purity:.3f})")
+        history = History(chance_purity=evaluator.chance, quality=evaluator.quality_name)
+        history.initial_loss, history.initial_purity = evaluator.loss(), evaluator.quality()
+        history.pairs_used = evaluator.pairs_used
+        _say(f"{config.trainers} trainers, {evaluator.describe()}; before training: held-out "
+             f"loss {history.initial_loss:.4f}, {history.quality} "
+             f"{history.initial_purity:.3f} (chance {history.chance_purity:.3f})")
         processes = [
             context.Process(target=run_trainer, name=f"trainer-{trainer}",
                             args=(config, url, trainer, messages, epoch_done, token))
@@ -182,13 +197,15 @@ def train(config: Word2VecConfig, url: str, show_progress: bool = True,
             process.start()
         try:
             for epoch in range(1, config.epochs + 1):
-                losses = _collect_epoch(config, epoch, messages, processes, show_progress)
+                examples = len(config.epoch_examples(corpus, epoch)[1])
+                losses = _collect_epoch(config, epoch, messages, processes, show_progress,
+                                        examples)
                 history.batch_loss.extend(losses)
                 history.train_loss.append(float(np.mean(losses)))
                 history.eval_loss.append(evaluator.loss())
-                history.purity.append(evaluator.purity())
+                history.purity.append(evaluator.quality())
                 _say(f"epoch {epoch}: train loss {history.train_loss[-1]:.4f}, held-out loss "
-                     f"{history.eval_loss[-1]:.4f}, neighbour purity {history.purity[-1]:.3f}")
+                     f"{history.eval_loss[-1]:.4f}, {history.quality} {history.purity[-1]:.3f}")
                 epoch_done.wait(WAIT_SECONDS)
             for process in processes:
                 process.join(WAIT_SECONDS)
@@ -198,13 +215,16 @@ def train(config: Word2VecConfig, url: str, show_progress: bool = True,
                 if process.is_alive():
                     process.terminate()
                 process.join()
+        history.neighbours = label_and_show(client, config, corpus)
     return history
 
 
 def _collect_epoch(config: Word2VecConfig, epoch: int, messages: Any,
-                   processes: list[Any], show_progress: bool) -> list[float]:
+                   processes: list[Any], show_progress: bool,
+                   examples: int | None = None) -> list[float]:
     """The batch losses of one epoch, until every trainer says it is done with it."""
-    total = sum(batches_per_epoch(config, trainer) for trainer in range(config.trainers))
+    total = sum(batches_per_epoch(config, trainer, examples)
+                for trainer in range(config.trainers))
     losses: list[float] = []
     finished: set[int] = set()
     with progress_bar(total, f"epoch {epoch}/{config.epochs}", show_progress) as bar:

@@ -52,7 +52,8 @@ def check_label(label: Any, where: str) -> str:
     try:
         label.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest(f"{where} is not valid Unicode (a lone surrogate), got {label!r}")
+        raise InvalidRequest(
+            f"{where} is not valid Unicode (a lone surrogate), got {label!r}") from None
     return label
 
 
@@ -127,7 +128,7 @@ class LabelStore:
             if growth > 0 and self.memory_check is not None:
                 self.memory_check(growth)
             if merge:
-                for row, label in new_pairs.items():
+                for row in new_pairs:
                     old = self._label_of.get(row)
                     if old is not None and self._id_of.get(old) == row:
                         del self._id_of[old]

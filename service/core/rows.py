@@ -48,8 +48,8 @@ class RowView(Protocol):
 
 
 class DenseRows:
-    """The RowView of a dense table: ids 0..num_embeddings-1, read through table.lookup (a
-    copy under the table's lock, so a block never holds a half-applied update)."""
+    """The RowView of a dense table: ids 0..num_embeddings-1, each block copied under the
+    table's lock (table.copy_rows), so a block never holds a half-applied update."""
 
     def __init__(self, table: EmbeddingTable) -> None:
         self.table = table
@@ -71,9 +71,9 @@ class DenseRows:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         count = self.table.num_embeddings
         for start in range(0, count, block_rows):
-            ids = np.arange(start, min(start + block_rows, count), dtype=np.int64)  # (b,)
-            rows, _ = self.table.lookup(ids, out=out[: len(ids)])  # (b, dim)
-            yield ids, rows
+            stop = min(start + block_rows, count)
+            self.table.copy_rows(start, stop, out)
+            yield np.arange(start, stop, dtype=np.int64), out[: stop - start]  # (b,), (b, dim)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         rows, _ = self.table.lookup(ids)  # (n, dim); InvalidRequest names an id out of range

@@ -191,6 +191,13 @@ class EmbeddingTable:
         finally:
             self._lock.release()
 
+    def copy_rows(self, start: int, stop: int, out: np.ndarray) -> int:
+        """Copy rows [start, stop) into out[: stop - start] under the lock (one consistent
+        block of a scan: neighbour search, service.core.rows); returns the step."""
+        with self._lock:
+            np.copyto(out[: stop - start], self.weights[start:stop])
+            return self.step
+
     def push(
         self,
         ids: np.ndarray,
