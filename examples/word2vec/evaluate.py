@@ -98,14 +98,15 @@ def words_of(corpus: Corpus | TextCorpus) -> list[str]:
 
 def label_and_show(client: EmbeddingClient, config: Word2VecConfig,
                    corpus: Corpus | TextCorpus) -> dict[str, list[tuple[str | int, float]]]:
-    """Label the "in" table with the words; print (and return) the neighbours of the most
-    frequent words of at least four letters (the planted corpus: the first word of each
-    topic)."""
+    """Label the "in" table with the words; print (and return) the neighbours of a few
+    frequent words: of five letters or more, past the 50 most frequent (function words), for a
+    text; the first word of each topic for the planted corpus."""
     words = words_of(corpus)
     in_table = config.tables[0]
     client.set_labels(in_table, words)
     if isinstance(corpus, TextCorpus):
-        shown = [word for word in words if len(word) >= 4][:SHOWN_WORDS]
+        candidates = words[50:] if len(words) > 100 else words
+        shown = [word for word in candidates if len(word) >= 5][:SHOWN_WORDS]
     else:
         shown = [word for word in words if word.endswith("w0")][:SHOWN_WORDS]
     found = client.most_similar_batch(in_table, [{"positive": [word]} for word in shown],
