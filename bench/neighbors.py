@@ -10,6 +10,8 @@ the last one), argpartition for the k best, a sort of those k. Rows, in queries 
 
 1. one query, k = 10: numpy, the service's core (service.core.neighbors, in this process), and
    the service over HTTP (uvicorn, the Python client's most_similar; the query is a row id);
+   for reference also numpy on rows normalized once beforehand (right for a frozen table only:
+   the service's tables train, so it cannot keep unit rows between two searches);
 2. a batch of 64 queries in one call: numpy (one W @ Q), the core, HTTP (most_similar_batch).
 
 Each row prints its ratio to the numpy row measured right before it. Timings are medians of
@@ -62,6 +64,14 @@ def numpy_cosine(weights: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray
     return np.take_along_axis(best, order, axis=1)
 
 
+def numpy_unit_rows(unit: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """numpy_cosine on rows already scaled to unit length (a frozen table)."""
+    scores = unit @ queries.T  # (n, q)
+    best = np.argpartition(-scores, k, axis=0)[:k].T  # (q, k)
+    order = np.argsort(-np.take_along_axis(scores.T, best, axis=1), axis=1)
+    return np.take_along_axis(best, order, axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="100,000 rows, fewer runs")
@@ -72,6 +82,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(rows, dim)).astype(np.float32)  # (n, 64)
     query_ids = rng.choice(rows, size=BATCH, replace=False)
+    unit = weights / np.linalg.norm(weights, axis=1, keepdims=True)  # (n, 64), frozen-table peer
     table = EmbeddingTable("bench", rows, dim, make_optimizer({"kind": "sgd"}),
                            weights=weights.copy())
     view = DenseRows(table)
@@ -79,7 +90,8 @@ def main() -> None:
              f"load average {os.getloadavg()[0]:.2f}, numpy {np.__version__}",
              f"table: {rows:,} x {dim} float32, cosine, k = {K}; queries per second (median of "
              f"{runs} runs)", "", "| search | numpy | service core | ratio | service HTTP | "
-             "ratio |", "|---|---|---|---|---|---|"]
+             "ratio | numpy, rows normalized once (frozen table) |",
+             "|---|---|---|---|---|---|---|"]
 
     # the answers agree before anything is timed
     single = [Query([int(query_ids[0])])]
@@ -93,22 +105,25 @@ def main() -> None:
         assert client.most_similar("bench", [int(query_ids[0])], k=K).ids.tolist() == \
             core_ids.tolist()
         batch_queries = [Query([int(i)]) for i in query_ids]
-        for name, count, numpy_work, core_work, http_work in [
+        for name, count, numpy_work, core_work, http_work, frozen_work in [
             ("one query", 1,
              lambda: numpy_cosine(weights, weights[query_ids[:1]], K + 1),
              lambda: most_similar(view, None, single, K),
-             lambda: client.most_similar("bench", [int(query_ids[0])], k=K)),
+             lambda: client.most_similar("bench", [int(query_ids[0])], k=K),
+             lambda: numpy_unit_rows(unit, weights[query_ids[:1]], K + 1)),
             (f"batch of {BATCH}", BATCH,
              lambda: numpy_cosine(weights, weights[query_ids], K + 1),
              lambda: most_similar(view, None, batch_queries, K),
              lambda: client.most_similar_batch(
-                 "bench", [{"positive": [int(i)]} for i in query_ids], k=K)),
+                 "bench", [{"positive": [int(i)]} for i in query_ids], k=K),
+             lambda: numpy_unit_rows(unit, weights[query_ids], K + 1)),
         ]:
             numpy_qps = count / median_seconds(numpy_work, runs)
             core_qps = count / median_seconds(core_work, runs)
             http_qps = count / median_seconds(http_work, runs)
+            frozen_qps = count / median_seconds(frozen_work, runs)
             line = (f"| {name} | {numpy_qps:,.1f} | {core_qps:,.1f} | {core_qps / numpy_qps:.2f}x"
-                    f" | {http_qps:,.1f} | {http_qps / numpy_qps:.2f}x |")
+                    f" | {http_qps:,.1f} | {http_qps / numpy_qps:.2f}x | {frozen_qps:,.1f} |")
             lines.append(line)
             print(line if len(lines) > 6 else "\n".join(lines), flush=True)
     lines += ["", "ratio: queries per second of the service over numpy's in the same run "

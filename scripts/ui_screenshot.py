@@ -42,6 +42,8 @@ def main() -> None:
         box.send_keys(args.query)
         browser.find_element(By.ID, "search").click()
         wait_for(browser, "#results tbody tr")
+        WebDriverWait(browser, 30).until(  # a second poll of /metrics gives the rates
+            lambda driver: driver.find_element(By.CSS_SELECTOR, "td.rate").text != "-")
         browser.save_screenshot(str(args.out))
         print(f"wrote {args.out}")
     finally:
