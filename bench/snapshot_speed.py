@@ -122,7 +122,8 @@ def run(rows: int, rounds: int, work: Path) -> None:
           f"{rounds} rounds, the two sides alternating")
     raw = work / "raw.npy"
     registry = TableRegistry(memory_budget_bytes=4 * nbytes, max_tables=2)
-    table = EmbeddingTable("bench", rows, DIM, make_optimizer({"kind": "sgd"}), weights=weights)
+    table = EmbeddingTable("bench", rows, DIM, make_optimizer({"kind": "sgd"}), weights=weights,
+                           budget=registry.budget)
     registry.add(table)
 
     def raw_save() -> None:

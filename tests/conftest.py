@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from service.api.main import create_app
 from service.api.process import ServiceProcess, free_port
 from service.api.settings import Settings
+from service.core import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["ROOT", "LiveServer", "free_port"]
@@ -30,6 +31,14 @@ def _data_dir_outside_the_repo(
     """Apps built from Settings() directly restore from and snapshot into a fresh temporary
     directory, never the repo's ./data (which would carry tables from one run to the next)."""
     monkeypatch.setenv("EMBED_DATA_DIR", str(tmp_path_factory.mktemp("env-data")))
+
+
+@pytest.fixture(params=kernels.BACKENDS)
+def kernel_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once on each kernel backend (numba, numpy); the default afterwards."""
+    kernels.use(request.param)
+    yield request.param
+    kernels.use(kernels.DEFAULT)
 
 
 @pytest.fixture

@@ -62,9 +62,13 @@ class LabelStore:
     counts it, so a snapshot does not skip a table whose labels changed); `memory_check(extra)`
     raises BudgetExceeded before a change that would grow the store by `extra` bytes."""
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[], None] | None = None,
+        memory_check: Callable[[int], None] | None = None,
+    ) -> None:
         self.on_change = on_change
-        self.memory_check: Callable[[int], None] | None = None
+        self.memory_check = memory_check  # the table passes its budget's check (or None)
         self._label_of: dict[int, str] = {}
         self._id_of: dict[str, int] = {}
         self._text_bytes = 0  # sys.getsizeof of every label string held

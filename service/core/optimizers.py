@@ -13,6 +13,17 @@ whatever the table size. Rules:
 
 `step` (t) counts the table's optimizer steps: every apply that had something pending and every
 asynchronous push, this one included (1 on the first).
+
+The interface, for any caller that keeps rows in (n, dim) arrays (fixed tables, and tables whose
+rows are made on first use):
+
+    optimizer.update(weights, state, rows, grads, lr, step)
+
+updates weights[rows] and every state[name][rows] in place: `rows` (k,) are distinct indices
+into those arrays, in any order; `grads` (k, dim) their summed gradients. The arithmetic is one
+kernel per rule (service.core.kernels.steps: compiled, or numpy), in the arrays' dtype. If any
+new weight or state value would be inf or NaN, nothing is written and InvalidRequest names the
+first such row (its position in `rows` and its index) and array.
 """
 
 from __future__ import annotations
@@ -24,12 +35,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from service.core import kernels
 from service.core.errors import InvalidRequest
-
-
-def gather(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """array[rows], a new (k, dim) array: np.take is about twice as fast as fancy indexing."""
-    return np.take(array, rows, axis=0)
 
 
 class Optimizer(ABC):
@@ -37,12 +44,16 @@ class Optimizer(ABC):
 
     kind: ClassVar[str]
     state_names: ClassVar[tuple[str, ...]] = ()
+    rule: ClassVar[kernels.Step]  # its kernel; rule.arrays == ("weights", *state_names)
     lr: float
 
     def init_state(self, shape: tuple[int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
         return {name: np.zeros(shape, dtype=dtype) for name in self.state_names}
 
     @abstractmethod
+    def constants(self, lr: float, step: int) -> tuple[float, ...]:
+        """The rule's scalar arguments after the arrays (see service.core.kernels.steps)."""
+
     def update(
         self,
         weights: np.ndarray,
@@ -52,8 +63,27 @@ class Optimizer(ABC):
         lr: float,
         step: int,
     ) -> None:
-        """Update weights[rows] (and state[*][rows]) in place. rows are distinct; grads (k, dim).
-        `step` is the table's step count including this step (1 on the first)."""
+        """Update weights[rows] (and state[*][rows]) in place: rows (k,) distinct, grads (k, dim).
+        `step` is the table's step count including this step (1 on the first). weights and the
+        state arrays are C-contiguous (n, dim) arrays of one float dtype. InvalidRequest, with
+        nothing changed, if a new value would not be finite."""
+        dtype = weights.dtype
+        rows = kernels.c_array(rows, np.int64)  # (k,)
+        grads = kernels.c_array(grads, dtype)  # (k, dim)
+        arrays = (weights, *(state[name] for name in self.state_names))
+        with np.errstate(over="ignore"):  # an lr too large for float32 is inf: refused below
+            constants = tuple(dtype.type(value) for value in self.constants(lr, step))
+        if self.rule.kernel(*arrays, rows, grads, *constants):
+            return
+        new = self.rule.new_rows(*arrays, rows, grads, *constants)  # (k, dim) each
+        finite = [np.isfinite(values).all(axis=1) for values in new]  # (k,) each
+        position = int(np.argmin(np.logical_and.reduce(finite)))
+        name = next(name for name, ok in zip(self.rule.arrays, finite, strict=True)
+                    if not ok[position])
+        raise InvalidRequest(
+            f"the new {name} of row {int(rows[position])} would not be finite in {dtype} "
+            f"(lr={lr!r}, optimizer {self.kind}); nothing was changed"
+        )
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
@@ -92,29 +122,21 @@ class Optimizer(ABC):
 @dataclass
 class SGD(Optimizer):
     kind: ClassVar[str] = "sgd"
+    rule: ClassVar[kernels.Step] = kernels.SGD
     lr: float = 0.01
 
     def __post_init__(self) -> None:
         self._check()
 
-    def update(
-        self,
-        weights: np.ndarray,
-        state: dict[str, np.ndarray],
-        rows: np.ndarray,
-        grads: np.ndarray,
-        lr: float,
-        step: int,
-    ) -> None:
-        new_weights = gather(weights, rows)
-        new_weights -= lr * grads
-        weights[rows] = new_weights
+    def constants(self, lr: float, step: int) -> tuple[float, ...]:
+        return (lr,)
 
 
 @dataclass
 class Momentum(Optimizer):
     kind: ClassVar[str] = "momentum"
     state_names: ClassVar[tuple[str, ...]] = ("velocity",)
+    rule: ClassVar[kernels.Step] = kernels.MOMENTUM
     lr: float = 0.01
     momentum: float = 0.9
 
@@ -122,28 +144,15 @@ class Momentum(Optimizer):
         self._check()
         self._check_fraction("momentum")
 
-    def update(
-        self,
-        weights: np.ndarray,
-        state: dict[str, np.ndarray],
-        rows: np.ndarray,
-        grads: np.ndarray,
-        lr: float,
-        step: int,
-    ) -> None:
-        velocity = gather(state["velocity"], rows)  # (k, dim)
-        velocity *= self.momentum
-        velocity -= lr * grads
-        state["velocity"][rows] = velocity
-        new_weights = gather(weights, rows)
-        new_weights += velocity
-        weights[rows] = new_weights
+    def constants(self, lr: float, step: int) -> tuple[float, ...]:
+        return lr, self.momentum
 
 
 @dataclass
 class Adagrad(Optimizer):
     kind: ClassVar[str] = "adagrad"
     state_names: ClassVar[tuple[str, ...]] = ("sum_squares",)
+    rule: ClassVar[kernels.Step] = kernels.ADAGRAD
     lr: float = 0.01
     eps: float = 1e-10
     initial_accumulator_value: float = 0.0
@@ -160,25 +169,8 @@ class Adagrad(Optimizer):
     def init_state(self, shape: tuple[int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
         return {"sum_squares": np.full(shape, self.initial_accumulator_value, dtype=dtype)}
 
-    def update(
-        self,
-        weights: np.ndarray,
-        state: dict[str, np.ndarray],
-        rows: np.ndarray,
-        grads: np.ndarray,
-        lr: float,
-        step: int,
-    ) -> None:
-        sum_squares = gather(state["sum_squares"], rows)  # (k, dim)
-        sum_squares += grads * grads
-        state["sum_squares"][rows] = sum_squares
-        scaled = np.sqrt(sum_squares)
-        scaled += self.eps
-        np.divide(grads, scaled, out=scaled)
-        scaled *= lr
-        new_weights = gather(weights, rows)
-        new_weights -= scaled
-        weights[rows] = new_weights
+    def constants(self, lr: float, step: int) -> tuple[float, ...]:
+        return lr, self.eps
 
 
 @dataclass
@@ -188,6 +180,7 @@ class Adam(Optimizer):
 
     kind: ClassVar[str] = "adam"
     state_names: ClassVar[tuple[str, ...]] = ("exp_avg", "exp_avg_sq")
+    rule: ClassVar[kernels.Step] = kernels.ADAM
     lr: float = 0.001
     beta1: float = 0.9
     beta2: float = 0.999
@@ -199,31 +192,11 @@ class Adam(Optimizer):
         self._check_fraction("beta2")
         self._check_positive("eps")
 
-    def update(
-        self,
-        weights: np.ndarray,
-        state: dict[str, np.ndarray],
-        rows: np.ndarray,
-        grads: np.ndarray,
-        lr: float,
-        step: int,
-    ) -> None:
-        exp_avg = gather(state["exp_avg"], rows)  # (k, dim)
-        exp_avg += (grads - exp_avg) * (1 - self.beta1)
-        exp_avg_sq = gather(state["exp_avg_sq"], rows)
-        exp_avg_sq += (grads * grads - exp_avg_sq) * (1 - self.beta2)
-        state["exp_avg"][rows] = exp_avg
-        state["exp_avg_sq"][rows] = exp_avg_sq
+    def constants(self, lr: float, step: int) -> tuple[float, ...]:
         bias_correction1 = 1 - self.beta1**step
         bias_correction2 = 1 - self.beta2**step
         step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-        scaled = np.sqrt(exp_avg_sq)
-        scaled += self.eps
-        np.divide(exp_avg, scaled, out=scaled)
-        scaled *= step_size
-        new_weights = gather(weights, rows)
-        new_weights -= scaled
-        weights[rows] = new_weights
+        return step_size, 1 - self.beta1, 1 - self.beta2, self.eps
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

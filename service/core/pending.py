@@ -1,45 +1,56 @@
-"""The pending gradient of one table: pushed, not yet applied.
+"""The pending gradient of one table: pushed, not yet applied, and how many pushes.
 
 A sparse accumulator: one slot per distinct pending row (`rows`, `sums`, in order of first push)
-and a sorted index of those rows (`_index_rows` with their `_index_slots`) searched with
-np.searchsorted. Memory and time follow the rows pushed, never the table size: no dense
-(num_embeddings, dim) buffer, no per-row map over the whole table, no pass over untouched rows.
+and a sorted index of those rows (`_index_rows` with their `_index_slots`) searched with the
+search_sorted kernel. Rows are any int64 keys (negative or beyond a table's size included: the
+accumulator never looks at a table), and memory and time follow the rows pushed, never the
+table size: no dense (num_embeddings, dim) buffer, no per-row map over a table.
 
 Not thread-safe on its own: its table calls it under the table's lock.
+
+    pending = PendingGradient("words", 64, np.dtype(np.float32), budget)
+    rows, slot_of_id = kernels.sorted_distinct(ids)          # a push's distinct rows (no lock)
+    pending.add(rows, slot_of_id, grads)                     # summed in, one push counted
+    pending.rows, pending.sums, pending.pushes               # what an apply uses
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
+from service.core import kernels
+from service.core.budget import MemoryBudget
 from service.core.errors import BudgetExceeded, InvalidRequest
-from service.core.scatter import add_rows_at
 
 RELEASE_ABOVE_ROWS = 65536  # after an apply, buffers larger than this are given back
 
 
-def check_finite_sums(rows: np.ndarray, sums: np.ndarray) -> None:
-    """Finite gradients can still sum to infinity (1e308 + 1e308): refuse those pushes."""
-    finite = np.isfinite(sums).all(axis=1)  # (k,)
-    if not finite.all():
-        raise InvalidRequest(
-            f"grads overflow: the summed gradient of row {int(rows[~finite][0])} is not finite "
-            f"in the table's dtype {sums.dtype}"
-        )
+def check_finite_sums(rows: np.ndarray, sums: np.ndarray, grads: np.ndarray) -> None:
+    """Refuse a push whose summed gradient is not finite: a NaN or infinity pushed (any such
+    term makes its sum non-finite, so the sums check the gradient too), or finite gradients
+    whose sum overflows (1e308 + 1e308)."""
+    bad = kernels.first_non_finite_row(sums)
+    if bad < 0:
+        return
+    if not np.isfinite(grads).all():
+        raise InvalidRequest("grads must be finite, got NaN or infinity")
+    raise InvalidRequest(
+        f"grads overflow: the summed gradient of row {int(rows[bad])} is not finite "
+        f"in the table's dtype {sums.dtype}"
+    )
 
 
 class PendingGradient:
     """Per-row sums of the gradients pushed since the last apply, and how many pushes."""
 
-    def __init__(self, embedding_dim: int, dtype: np.dtype) -> None:
+    def __init__(
+        self, table: str, embedding_dim: int, dtype: np.dtype, budget: MemoryBudget | None = None
+    ) -> None:
+        self.table = table
         self.embedding_dim = embedding_dim
         self.dtype = dtype
+        self.budget = budget  # asked before the buffers grow; None: no limit
         self.pushes = 0  # pushes since the last apply
-        # Set by the registry: raises BudgetExceeded if growing by that many bytes breaks the
-        # memory budget (the pending gradient is memory too).
-        self.memory_check: Callable[[int], None] | None = None
         self._rows = np.empty(0, dtype=np.int64)  # (capacity,) row of each slot
         self._sums = np.empty((0, embedding_dim), dtype=dtype)  # (capacity, dim)
         self._count = 0  # slots in use
@@ -66,15 +77,15 @@ class PendingGradient:
         return (self._rows.nbytes + self._sums.nbytes
                 + self._index_rows.nbytes + self._index_slots.nbytes)
 
-    def add(self, rows: np.ndarray, row_of_id: np.ndarray, grads: np.ndarray) -> None:
-        """Add grads[j] (n, dim) into the pending sum of rows[row_of_id[j]], in order of j.
-        rows (k,) are sorted and distinct (np.unique). Each pending sum starts at 0.0 and gets
-        the pushed rows added one by one, push after push: bit-identical to np.add.at into one
-        dense pending buffer across every push since the last apply. A push whose sums overflow
-        or that breaks the memory budget is refused with nothing changed. Costs
-        O(n * dim + k log(count) + count) (the index insert)."""
+    def add(self, rows: np.ndarray, slot_of_id: np.ndarray, grads: np.ndarray) -> None:
+        """One push: add grads[j] (n, dim) into the pending sum of rows[slot_of_id[j]], in order
+        of j, and count the push. rows (k,) int64 are sorted and distinct (sorted_distinct).
+        Each pending sum starts at 0.0 and gets the pushed rows added one by one, push after
+        push: bit-identical to np.add.at into one dense pending buffer across every push since
+        the last apply. A push whose sums are not finite, or that breaks the memory budget, is
+        refused with nothing changed. Costs O(n * dim + k log(count) + count) (the insert)."""
         count = self._count
-        position = np.searchsorted(self._index_rows, rows)  # (k,) where each row is or would go
+        position = kernels.search_sorted(self._index_rows, rows)  # (k,) where each row goes
         found = position < count
         found[found] = self._index_rows[position[found]] == rows[found]
         slots = np.empty(len(rows), dtype=np.int64)  # (k,)
@@ -84,9 +95,8 @@ class PendingGradient:
         # push changes nothing
         sums = np.zeros((len(rows), self.embedding_dim), dtype=self.dtype)  # (k, dim)
         sums[found] = self._sums[slots[found]]
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
-            add_rows_at(sums, row_of_id, grads, distinct=len(rows) == len(grads))
-        check_finite_sums(rows, sums)
+        kernels.scatter_add(sums, slot_of_id, grads, len(rows) == len(grads))
+        check_finite_sums(rows, sums, grads)
         new_count = len(rows) - int(found.sum())
         if new_count:
             self._reserve(count + new_count)
@@ -97,6 +107,17 @@ class PendingGradient:
             self._index_slots = np.insert(self._index_slots, position[new], new_slots)
             self._count = count + new_count
         self._sums[slots] = sums
+        self.pushes += 1
+
+    def restore(self, rows: np.ndarray, sums: np.ndarray, pushes: int) -> None:
+        """Replace the pending gradient with rows (k,) distinct, their sums (k, dim) and the
+        count of pushes they came from (a snapshot's)."""
+        self.clear()
+        rows = kernels.c_array(rows, np.int64)
+        if len(rows):
+            distinct, slot_of_id = kernels.sorted_distinct(rows)
+            self.add(distinct, slot_of_id, kernels.c_array(sums, self.dtype))
+        self.pushes = pushes
 
     def clear(self) -> None:
         """Forget every pending row and the push count."""
@@ -116,11 +137,11 @@ class PendingGradient:
             return
         row_bytes = self._rows.itemsize + self.embedding_dim * self.dtype.itemsize
         wanted = max(capacity, 2 * current, 64)
-        if self.memory_check is not None:
+        if self.budget is not None:
             try:
-                self.memory_check((wanted - current) * row_bytes)
+                self.budget.check_growth(self.table, (wanted - current) * row_bytes)
             except BudgetExceeded:
-                self.memory_check((capacity - current) * row_bytes)
+                self.budget.check_growth(self.table, (capacity - current) * row_bytes)
                 wanted = capacity
         rows = np.empty(wanted, dtype=np.int64)
         sums = np.empty((wanted, self.embedding_dim), dtype=self.dtype)

@@ -9,12 +9,12 @@ registers (`add_memory_holder`: the API's idempotency store).
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from service.core.budget import MemoryBudget
 from service.core.errors import BudgetExceeded, InvalidRequest, TableExists, TableNotFound
 from service.core.initializers import InitSpec, check_init
 from service.core.optimizers import make_optimizer
@@ -48,6 +48,9 @@ class TableRegistry:
         self._building: dict[str, int] = {}  # tables being allocated: name -> bytes reserved
         self._holders: list[MemoryHolder] = []
         self._lock = threading.Lock()
+        # what every table's pending gradient and labels check before growing (passed to each
+        # table when it is made: create(), and read_table for restored ones)
+        self.budget = MemoryBudget(memory_budget_bytes, lambda: self.memory_used_bytes)
 
     def __len__(self) -> int:
         return len(self._tables)
@@ -110,25 +113,24 @@ class TableRegistry:
         try:  # allocate and fill: seconds for a large table, so not under the lock
             table = EmbeddingTable(
                 name, num_embeddings, embedding_dim, rule, dtype=dtype, init=init, seed=seed,
-                max_staleness=max_staleness,
+                max_staleness=max_staleness, budget=self.budget,
             )
         except BaseException:
             with self._lock:
                 del self._building[name]
             raise
-        table.pending_gradient.memory_check = functools.partial(self._check_growth, name)
-        table.labels.memory_check = functools.partial(self._check_label_growth, name)
         with self._lock:  # publish
             del self._building[name]
             self._tables[name] = table
         return table
 
     def add(self, table: EmbeddingTable) -> None:
-        """Register a table built elsewhere (restored from a snapshot), under the same limits."""
+        """Register a table built elsewhere (restored from a snapshot), under the same limits.
+        It must have been made with budget=self.budget."""
+        if table.budget is not self.budget:
+            raise ValueError(f"table {table.name!r} was not made with this registry's budget")
         with self._lock:
             self._check_room(table.name, table.nbytes)
-            table.pending_gradient.memory_check = functools.partial(self._check_growth, table.name)
-            table.labels.memory_check = functools.partial(self._check_label_growth, table.name)
             self._tables[table.name] = table
 
     def delete(self, name: str) -> None:
@@ -152,25 +154,6 @@ class TableRegistry:
                 f"{used} of the memory budget of {self.memory_budget_bytes} bytes are in use"
             )
 
-    def _check_growth(self, name: str, extra: int) -> None:
-        """Called by a table (under its own lock, so not taking the registry's) before its
-        pending gradient grows by `extra` bytes."""
-        used = self.memory_used_bytes
-        if used + extra > self.memory_budget_bytes:
-            raise BudgetExceeded(
-                f"push to table {name!r} refused: its pending gradient needs {extra} more bytes "
-                f"and {used} of the memory budget of {self.memory_budget_bytes} bytes are in use "
-                "(apply the pending gradient to free it)"
-            )
-
-    def _check_label_growth(self, name: str, extra: int) -> None:
-        """Called by a table's labels (service.core.labels) before they grow by `extra` bytes."""
-        used = self.memory_used_bytes
-        if used + extra > self.memory_budget_bytes:
-            raise BudgetExceeded(
-                f"labels of table {name!r} refused: they need about {extra} more bytes and "
-                f"{used} of the memory budget of {self.memory_budget_bytes} bytes are in use"
-            )
 
 
 def total_memory_bytes() -> int:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.core.budget import MemoryBudget
 from service.core.directory_lock import lock_directory, unlock_directory
 from service.core.errors import InvalidRequest, SnapshotDamaged, StorageError, TableNotFound
 from service.core.registry import TableRegistry, check_table_name
@@ -137,7 +138,7 @@ class SnapshotStore:
         started = time.perf_counter()
         for table_dir in self._table_dirs():
             try:
-                table = self._read(table_dir)
+                table = self._read(table_dir, registry.budget)
             except SnapshotDamaged as error:
                 if not skip_damaged:
                     raise
@@ -149,7 +150,7 @@ class SnapshotStore:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _read(self, table_dir: Path) -> EmbeddingTable:
+    def _read(self, table_dir: Path, budget: MemoryBudget) -> EmbeddingTable:
         try:
             check_table_name(table_dir.name)
         except InvalidRequest as error:
@@ -161,7 +162,7 @@ class SnapshotStore:
             raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
         if current.parent != table_dir or not current.is_dir():
             raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
-        table = read_table(current)
+        table = read_table(current, budget=budget)
         if table.name != table_dir.name:
             raise SnapshotDamaged(str(current / "meta.json"),
                                   f"is of table {table.name!r}, not {table_dir.name!r}")

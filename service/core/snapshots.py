@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from service import npy
+from service.core.budget import MemoryBudget
 from service.core.errors import EmbeddingServiceError, SnapshotDamaged
 from service.core.initializers import InitSpec
 from service.core.optimizers import make_optimizer
@@ -189,9 +190,10 @@ def fsync_path(path: Path) -> None:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_table(directory: Path) -> EmbeddingTable:
-    """The table a snapshot directory holds, bit-identical to what was written. SnapshotDamaged
-    names the file at fault if anything is missing, truncated or inconsistent."""
+def read_table(directory: Path, *, budget: MemoryBudget | None = None) -> EmbeddingTable:
+    """The table a snapshot directory holds, bit-identical to what was written, made with
+    `budget` (its registry's). SnapshotDamaged names the file at fault if anything is missing,
+    truncated or inconsistent."""
     meta_path = directory / META
     try:
         meta = json.loads(meta_path.read_text())
@@ -229,7 +231,7 @@ def read_table(directory: Path) -> EmbeddingTable:
     table = EmbeddingTable(
         meta["name"], shape[0], shape[1], optimizer, dtype=meta["dtype"], init=init,
         seed=meta.get("seed"), max_staleness=meta.get("max_staleness"), weights=weights,
-        state=state,
+        state=state, budget=budget,
     )
     table.step = step
     table.restore_pending(rows, sums, pushes)

@@ -7,35 +7,34 @@ The three operations of an embedding layer, for many concurrent callers:
 - apply()            step:     the optimizer updates every row with a pending gradient; G cleared
 
 The pending gradient is a sparse accumulator (service.core.pending): memory and time follow the
-rows pushed, never the table size. One lock per table makes every operation atomic with respect
-to the others; the sorting of a push's ids runs before taking it.
-
-Every change goes through `_note_change` (under the lock): it counts changes, so snapshots skip
-tables that did not change, and while a snapshot is being written it marks the rows whose
-weights or optimizer state changed, so the snapshot can bring those rows up to date at the end
-instead of holding the lock for the whole write (service.core.snapshots).
+rows pushed, never the table size. One lock per table, taken one way (`with self._locked(wait):`)
+makes every operation atomic; a push's sorting and summing run before taking it. An update that
+would make a weight or state value inf or NaN is refused whole (InvalidRequest naming the
+table, row and array). Every change is noted in the ChangeTracker that snapshots read.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from service.core.errors import InvalidRequest, StaleGradient
+from service.core import checks, kernels
+from service.core.budget import MemoryBudget
+from service.core.errors import InvalidRequest
 from service.core.initializers import InitSpec, initial_weights
 from service.core.labels import LabelStore
+from service.core.locking import TableBusy, TableLock
 from service.core.optimizers import Optimizer
 from service.core.pending import PendingGradient, check_finite_sums
-from service.core.scatter import sum_duplicate_rows
+from service.core.snapshot_changes import ChangeTracker, TablePoint
 
-DTYPES: dict[str, np.dtype[Any]] = {
-    "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)
-}
+__all__ = ["DTYPES", "ApplyResult", "EmbeddingTable", "PushResult", "TableBusy"]
+
+DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(name) for name in ("float32", "float64")}
 
 
 @dataclass(frozen=True)
@@ -50,23 +49,6 @@ class PushResult:
 class ApplyResult:
     step: int
     rows_updated: int
-
-
-@dataclass(frozen=True)
-class TablePoint:
-    """What a snapshot records of one instant besides the arrays (see end_change_tracking)."""
-
-    step: int
-    changes: int
-    optimizer: dict[str, Any]
-    pending_rows: np.ndarray  # (k,) int64
-    pending_sums: np.ndarray  # (k, dim)
-    pushes_since_apply: int
-
-
-class TableBusy(Exception):
-    """Another operation holds the table. Raised only by calls made with wait=False, before
-    anything changed: the caller runs the operation again where waiting is fine (a thread)."""
 
 
 class EmbeddingTable:
@@ -85,6 +67,7 @@ class EmbeddingTable:
         max_staleness: int | None = None,
         weights: np.ndarray | None = None,
         state: dict[str, np.ndarray] | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.name = name
         self.dtype = DTYPES[dtype]
@@ -93,25 +76,35 @@ class EmbeddingTable:
         self.seed = seed
         self.max_staleness = max_staleness
         shape = (num_embeddings, embedding_dim)
-        self.weights = (
-            weights if weights is not None else initial_weights(shape, self.dtype, self.init, seed)
-        )
-        self.state = state if state is not None else optimizer.init_state(shape, self.dtype)
+        self.weights = kernels.c_array(  # the kernels update it in place
+            weights if weights is not None else initial_weights(shape, self.dtype, self.init, seed),
+            self.dtype, writable=True)
+        self.state = ({key: kernels.c_array(value, self.dtype, writable=True)
+                       for key, value in state.items()} if state is not None
+                      else optimizer.init_state(shape, self.dtype))
         self.step = 0
-        self.changes = 0  # changes since creation (or restore); see _note_change
-        self._changed_rows: np.ndarray | None = None  # (num_embeddings,) bool while tracking
-        self._lock = threading.Lock()
-        self.pending_gradient = PendingGradient(embedding_dim, self.dtype)
-        self.labels = LabelStore(on_change=self._note_labels_change)  # service.core.labels
+        self.tracker = ChangeTracker()
+        self.pending_gradient = PendingGradient(name, embedding_dim, self.dtype, budget)
+        label_check = None if budget is None else functools.partial(budget.check_labels, name)
+        self.labels = LabelStore(self._note_labels_change, label_check)  # service.core.labels
+        self._lock = TableLock(name)
 
-    # -- shape and size -------------------------------------------------------------------
     @property
     def num_embeddings(self) -> int:
-        return self.weights.shape[0]
+        return int(self.weights.shape[0])
 
     @property
     def embedding_dim(self) -> int:
-        return self.weights.shape[1]
+        return int(self.weights.shape[1])
+
+    @property
+    def budget(self) -> MemoryBudget | None:
+        return self.pending_gradient.budget
+
+    @property
+    def changes(self) -> int:
+        """Changes since creation (or restore): snapshots skip tables whose count is unchanged."""
+        return self.tracker.changes
 
     @property
     def pending_rows(self) -> int:
@@ -144,33 +137,9 @@ class EmbeddingTable:
             "nbytes": self.nbytes,
         }
 
-    # -- validation -------------------------------------------------------------------------
     def check_ids(self, ids: np.ndarray) -> None:
-        """ids must be integers in [0, num_embeddings)."""
-        if ids.dtype.kind not in "iu":
-            raise InvalidRequest(f"ids must be integers, got dtype {ids.dtype}")
-        if ids.size == 0:
-            return
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0:
-            raise InvalidRequest(f"ids must be >= 0, got {low}")
-        if high >= self.num_embeddings:
-            raise InvalidRequest(
-                f"ids must be < num_embeddings={self.num_embeddings} of table {self.name!r}, "
-                f"got {high}"
-            )
-
-    def check_grads(self, ids: np.ndarray, grads: np.ndarray) -> None:
-        expected = (*ids.shape, self.embedding_dim)
-        if grads.shape != expected:
-            raise InvalidRequest(
-                f"grads must have shape ids.shape + (embedding_dim,) = {list(expected)}, "
-                f"got {list(grads.shape)}"
-            )
-        if grads.dtype.kind not in "fiu":
-            raise InvalidRequest(f"grads must be numbers, got dtype {grads.dtype}")
-        if grads.dtype.kind == "f" and not np.isfinite(grads).all():
-            raise InvalidRequest("grads must be finite, got NaN or infinity")
+        """ids must be integers in [0, num_embeddings) (service.core.checks)."""
+        checks.check_ids(ids, self.num_embeddings, self.name)
 
     # -- the three operations -------------------------------------------------------------
     def lookup(
@@ -184,17 +153,14 @@ class EmbeddingTable:
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
         flat_out = out.reshape(-1, self.embedding_dim)  # (n, dim), a view
-        self._acquire(wait)
-        try:
+        with self._locked(wait):
             np.take(self.weights, ids.reshape(-1), axis=0, out=flat_out)
             return out, self.step
-        finally:
-            self._lock.release()
 
     def copy_rows(self, start: int, stop: int, out: np.ndarray) -> int:
         """Copy rows [start, stop) into out[: stop - start] under the lock (one consistent
         block of a scan: neighbour search, service.core.rows); returns the step."""
-        with self._lock:
+        with self._locked():
             np.copyto(out[: stop - start], self.weights[start:stop])
             return self.step
 
@@ -211,86 +177,85 @@ class EmbeddingTable:
         With apply=True the pushed rows are updated by the optimizer at once instead, as one
         step. `step` is the table step the gradient was computed at (staleness check).
         wait=False raises TableBusy, with nothing changed, instead of waiting for the lock."""
-        self.check_ids(ids)
-        self.check_grads(ids, grads)
-        self._check_step(step)
-        flat_ids = ids.reshape(-1)  # (n,)
-        flat_grads = grads.reshape(-1, self.embedding_dim).astype(self.dtype, copy=False)
-        if apply:  # one step of the summed gradient: the sums are all it needs
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
-                rows, sums = sum_duplicate_rows(flat_ids, flat_grads)
-            check_finite_sums(rows, sums)
-        else:  # the additions into the pending sums happen under the lock, in push order
-            rows, slot_of_id = np.unique(flat_ids, return_inverse=True)
-        self._acquire(wait)
-        with self._lock_held():
-            self._check_staleness(step)
-            if apply:
-                if len(rows) == 0:  # an empty step changes nothing, as apply() with nothing
-                    return PushResult(0, self.pending_gradient.count, self.step)
-                self.step += 1
-                self.optimizer.update(
-                    self.weights, self.state, rows, sums, self.optimizer.lr, self.step
-                )
-                self._note_change(rows)
-                return PushResult(ids.size, self.pending_gradient.count, self.step, len(rows))
-            self.pending_gradient.add(rows, slot_of_id.reshape(-1), flat_grads)
-            self._note_change(None)
-            self.pending_gradient.pushes += 1
-            return PushResult(ids.size, self.pending_gradient.count, self.step)
+        checks.check_id_kind(ids)
+        if ids.dtype == np.uint64:  # ids >= 2**63 would wrap in int64: check them as they are
+            self.check_ids(ids)
+        flat_ids = kernels.c_array(ids.reshape(-1), np.int64)  # (n,)
+        rows, slot_of_id = kernels.sorted_distinct(flat_ids)  # (k,) sorted, (n,)
+        if len(rows):  # the lowest and highest id, from the sort
+            checks.check_id_range(int(rows[0]), int(rows[-1]), self.num_embeddings, self.name)
+        checks.check_grads(ids, grads, self.embedding_dim)
+        checks.check_step(step)
+        with np.errstate(over="ignore"):  # a float64 beyond float32 is inf: refused as such
+            flat_grads = kernels.c_array(grads.reshape(-1, self.embedding_dim), self.dtype)
+        if apply:  # one step of the summed gradient: the sums are all it needs (checked with the
+            # step: a NaN or infinity pushed, or sums overflowing, make the step not finite)
+            sums = np.zeros((len(rows), self.embedding_dim), dtype=self.dtype)  # (k, dim)
+            kernels.scatter_add(sums, slot_of_id, flat_grads, len(rows) == len(flat_ids))
+        # else the additions into the pending sums happen under the lock, in push order
+        with self._locked(wait):
+            checks.check_staleness(step, self.step, self.max_staleness, self.name)
+            pending = self.pending_gradient
+            if not apply:
+                pending.add(rows, slot_of_id, flat_grads)
+                self.tracker.note(None)
+                return PushResult(ids.size, pending.count, self.step)
+            if len(rows) == 0:  # an empty step changes nothing, as apply() with nothing
+                return PushResult(0, pending.count, self.step)
+            self._update(rows, sums, self.optimizer.lr, flat_grads)
+            return PushResult(ids.size, pending.count, self.step, len(rows))
 
     def apply(self, lr: float | None = None, average: bool = False) -> ApplyResult:
         """One optimizer step over every row with a pending gradient, then clear it. With
         average=True each row's gradient is divided by the number of pushes since the last
-        apply. Nothing pending: nothing changes (the step does not advance)."""
+        apply. Nothing pending: nothing changes (the step does not advance). A refused update
+        (a new value not finite) keeps the pending gradient."""
         if lr is not None and not (lr > 0 and np.isfinite(lr)):
             raise InvalidRequest(f"lr must be a finite number > 0, got {lr!r}")
-        with self._lock:
+        with self._locked():
             pending = self.pending_gradient
             count = pending.count
             if count == 0:
-                pending.pushes = 0  # empty pushes end their round too
+                pending.clear()  # empty pushes end their round too
                 return ApplyResult(self.step, 0)
-            rows, sums = pending.rows, pending.sums
+            sums = pending.sums
             if average and pending.pushes > 1:
                 sums = sums / pending.pushes
-            self.step += 1
-            self.optimizer.update(
-                self.weights, self.state, rows, sums, self.optimizer.lr if lr is None else lr,
-                self.step,
-            )
-            self._note_change(rows)
+            self._update(pending.rows, sums, self.optimizer.lr if lr is None else lr)
             pending.clear()
             return ApplyResult(self.step, count)
 
-    def _acquire(self, wait: bool) -> None:
-        if not self._lock.acquire(blocking=wait):
-            raise TableBusy(self.name)
-
-    @contextmanager
-    def _lock_held(self) -> Iterator[None]:
-        """Releases the lock (taken by _acquire) when the block ends."""
+    def _update(
+        self, rows: np.ndarray, sums: np.ndarray, lr: float, grads: np.ndarray | None = None
+    ) -> None:
+        """One optimizer step of `rows` with gradient `sums` (summed from `grads` if given: an
+        asynchronous push, whose sums were not checked yet). Caller holds the lock."""
         try:
-            yield
-        finally:
-            self._lock.release()
+            self.optimizer.update(self.weights, self.state, rows, sums, lr, self.step + 1)
+        except InvalidRequest as error:
+            if grads is not None:  # refused for the push's own fault, if it was
+                check_finite_sums(rows, sums, grads)
+            raise InvalidRequest(f"update of table {self.name!r} refused: {error.detail}") from None
+        self.step += 1
+        self.tracker.note(rows)
+
+    def _locked(self, wait: bool = True) -> TableLock:
+        """`with self._locked(wait):` holds the table's lock for the block (service.core.locking);
+        with wait=False, TableBusy if another holds it."""
+        return self._lock.held(wait)
 
     # -- pending gradient -------------------------------------------------------------------
     def pending(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Copies of (rows, sums, pushes since the last apply) of the pending gradient."""
-        with self._lock:
+        with self._locked():
             pending = self.pending_gradient
             return pending.rows.copy(), pending.sums.copy(), pending.pushes
 
     def restore_pending(self, rows: np.ndarray, sums: np.ndarray, pushes: int) -> None:
         """Put back a pending gradient read by pending() (snapshots)."""
-        with self._lock:
-            self.pending_gradient.clear()
-            if len(rows):
-                distinct, row_of_id = np.unique(rows.astype(np.int64), return_inverse=True)
-                self.pending_gradient.add(distinct, row_of_id, sums.astype(self.dtype, copy=False))
-            self.pending_gradient.pushes = pushes
-            self._note_change(None)
+        with self._locked():
+            self.pending_gradient.restore(rows, sums, pushes)
+            self.tracker.note(None)
 
     # -- whole-table changes and snapshots ---------------------------------------------------
     def replace_weights(self, weights: np.ndarray) -> int:
@@ -302,69 +267,34 @@ class EmbeddingTable:
                 f"weights must have shape {list(self.weights.shape)} and dtype {self.dtype} "
                 f"like table {self.name!r}, got {list(weights.shape)} {weights.dtype}"
             )
-        with self._lock:
+        weights = kernels.c_array(weights, self.dtype, writable=True)
+        with self._locked():
             dropped = self.pending_gradient.count
             self.pending_gradient.clear()
             self.weights = weights
-            self._note_change(slice(None))
+            self.tracker.note(slice(None))
             return dropped
 
     def start_change_tracking(self) -> None:
         """From now on remember which rows' weights or optimizer state change (snapshots)."""
-        with self._lock:
-            self._changed_rows = np.zeros(self.num_embeddings, dtype=bool)
+        with self._locked():
+            self.tracker.start(self.num_embeddings)
 
     def end_change_tracking(self, bring_up_to_date: Callable[[np.ndarray], None]) -> TablePoint:
         """Under the lock: stop tracking, call bring_up_to_date(rows changed since
         start_change_tracking) so the caller can copy those rows of self.weights / self.state,
         and return the step and pending gradient of that same instant."""
-        with self._lock:
-            changed = self._changed_rows
-            self._changed_rows = None
-            rows = np.empty(0, np.int64) if changed is None else np.flatnonzero(changed)
-            bring_up_to_date(rows)
+        with self._locked():
+            bring_up_to_date(self.tracker.stop())
             pending = self.pending_gradient
-            return TablePoint(
-                step=self.step,
-                changes=self.changes,
-                optimizer=self.optimizer.config(),
-                pending_rows=pending.rows.copy(),
-                pending_sums=pending.sums.copy(),
-                pushes_since_apply=pending.pushes,
-            )
+            return TablePoint(self.step, self.tracker.changes, self.optimizer.config(),
+                              pending.rows.copy(), pending.sums.copy(), pending.pushes)
 
-    def cancel_change_tracking(self) -> None:
-        with self._lock:
-            self._changed_rows = None
+    def cancel_change_tracking(self) -> None:  # a no-op once end_change_tracking ran
+        with self._locked():
+            self.tracker.cancel()
 
     def _note_labels_change(self) -> None:
         """The labels changed (not a row): counted, so the next snapshot writes the table."""
-        with self._lock:
-            self._note_change(None)
-
-    def _note_change(self, rows: np.ndarray | slice | None) -> None:
-        """Count a change; while tracking, mark `rows` (their weights or optimizer state
-        changed; None: only the pending gradient did). Caller holds the lock."""
-        self.changes += 1
-        if rows is not None and self._changed_rows is not None:
-            self._changed_rows[rows] = True
-
-    # -- staleness ---------------------------------------------------------------------------
-    def _check_step(self, step: int | None) -> None:
-        if step is not None and step < 0:
-            raise InvalidRequest(f"step must be >= 0, got {step}")
-
-    def _check_staleness(self, step: int | None) -> None:
-        if step is None:
-            return
-        if step > self.step:
-            raise InvalidRequest(
-                f"step {step} is ahead of table {self.name!r}, which is at step {self.step}"
-            )
-        staleness = self.step - step
-        if self.max_staleness is not None and staleness > self.max_staleness:
-            raise StaleGradient(
-                f"gradient computed at step {step} is {staleness} steps stale; table "
-                f"{self.name!r} is at step {self.step} and accepts at most "
-                f"max_staleness={self.max_staleness}"
-            )
+        with self._locked():
+            self.tracker.note(None)

@@ -18,6 +18,8 @@ from service.core.errors import InvalidRequest
 from service.core.optimizers import OPTIMIZERS
 from tests.naive_optimizers import NaiveTrainer, TorchTrainer
 
+pytestmark = pytest.mark.usefixtures("kernel_backend")  # every test on numba and on numpy
+
 NUM_EMBEDDINGS, DIM = 40, 5
 ROUNDS = 25
 CONFIGS: dict[str, dict[str, Any]] = {  # non-default hyper-parameters, so each one is exercised

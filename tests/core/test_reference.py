@@ -8,6 +8,8 @@ import pytest
 from service.core import EmbeddingTable, InitSpec, make_optimizer
 from tests.reference import NaiveEmbedding, ReferenceEmbedding
 
+pytestmark = pytest.mark.usefixtures("kernel_backend")  # every test on numba and on numpy
+
 ID_SHAPES = {
     "scalar": (),
     "list-with-duplicates": (12,),

@@ -10,6 +10,8 @@ from hypothesis.extra import numpy as hnp
 
 from service.core.scatter import sum_duplicate_rows
 
+pytestmark = pytest.mark.usefixtures("kernel_backend")  # every test on numba and on numpy
+
 NUM_ROWS = 50
 
 

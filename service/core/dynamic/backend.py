@@ -1,21 +1,23 @@
 """Which implementation runs the dynamic-table kernels: compiled (numba) or plain numpy.
 
-One module-level choice, read when a structure is made (a KeyIndex keeps the backend it was
-made with). `numba` is the default where numba imports; `numpy` runs everywhere and gives
-identical results (the tests hold both to the same oracle). The setting EMBED_KERNELS of the
-compiled-kernels work is meant to call `set_backend` at start-up; until then the environment
-variable is read here once, so both modes can already be tried:
+The choice is the core's one switch, service.core.kernels.use() (the service calls it from
+create_app with its EMBED_KERNELS setting); it is read when a structure is made (a KeyIndex
+keeps the backend it was made with). Before any choice, the default is the core's
+(kernels.DEFAULT, numba) where numba imports. `numpy` runs everywhere and gives identical
+results (the tests hold both to the same oracle):
 
-    from service.core.dynamic import backend
-    backend.set_backend("numpy")     # every KeyIndex made after this runs numpy code
+    from service.core import kernels
+    kernels.use("numpy")     # every KeyIndex made after this runs numpy code (and the core's
+                             # kernels too); set_backend("numpy") below says the same
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal, TypeVar, cast
+
+from service.core.kernels import backend as kernels
 
 Backend = Literal["numba", "numpy"]
 BACKENDS: tuple[Backend, ...] = ("numba", "numpy")
@@ -47,35 +49,26 @@ def inline_kernel(function: F) -> F:
     return cast(F, numba.njit(nogil=True, cache=True, inline="always")(function))
 
 
-def _initial_backend() -> Backend:
-    wanted = os.environ.get("EMBED_KERNELS", "numba")
-    if wanted == "numpy" or not NUMBA_AVAILABLE:
-        return "numpy"
-    return "numba"
-
-
-_selected: Backend = _initial_backend()
-
-
 def selected() -> Backend:
-    """The backend new structures are made with."""
-    return _selected
+    """The backend new structures are made with: the core's choice (kernels.use)."""
+    chosen = kernels.selected() or kernels.DEFAULT
+    return "numba" if chosen == "numba" and NUMBA_AVAILABLE else "numpy"
 
 
 def set_backend(name: str) -> None:
-    """Select the backend for structures made from now on; ValueError names a bad value."""
-    global _selected
+    """Select the backend for structures made from now on, and for the core's kernels (it is
+    kernels.use); ValueError names a bad value."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "numba" and not NUMBA_AVAILABLE:
         raise ValueError("backend 'numba' was asked for, but numba is not installed")
-    _selected = name  # type: ignore[assignment]
+    kernels.use(name)
 
 
 def check_backend(name: str | None) -> Backend:
     """`name` validated, or the selected backend when None."""
     if name is None:
-        return _selected
+        return selected()
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "numba" and not NUMBA_AVAILABLE:

@@ -1,0 +1,42 @@
+"""The memory budget a table's pending gradient and labels check before they grow.
+
+Weights and optimizer state are counted when a table is made (service.core.registry); a pending
+gradient grows push by push, and labels with every PUT, so they ask the budget first. The registry makes one MemoryBudget
+for all its tables and passes it to each table it creates or restores; a table made alone
+(budget=None) has no limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.core.errors import BudgetExceeded
+
+
+class MemoryBudget:
+    """`limit_bytes` for everything `used()` counts (the registry's memory_used_bytes: tables,
+    tables being built, other holders)."""
+
+    def __init__(self, limit_bytes: int, used: Callable[[], int]) -> None:
+        self.limit_bytes = limit_bytes
+        self.used = used
+
+    def check_labels(self, table: str, extra: int) -> None:
+        """BudgetExceeded unless the labels of `table` may grow by about `extra` bytes."""
+        used = self.used()
+        if used + extra > self.limit_bytes:
+            raise BudgetExceeded(
+                f"labels of table {table!r} refused: they need about {extra} more bytes and "
+                f"{used} of the memory budget of {self.limit_bytes} bytes are in use"
+            )
+
+    def check_growth(self, table: str, extra: int) -> None:
+        """BudgetExceeded unless the pending gradient of `table` may grow by `extra` bytes.
+        Called under the table's lock, never the registry's."""
+        used = self.used()
+        if used + extra > self.limit_bytes:
+            raise BudgetExceeded(
+                f"push to table {table!r} refused: its pending gradient needs {extra} more bytes "
+                f"and {used} of the memory budget of {self.limit_bytes} bytes are in use "
+                "(apply the pending gradient to free it)"
+            )

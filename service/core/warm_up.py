@@ -1,0 +1,36 @@
+"""Pay the first-call costs of the core at start, not in the first requests.
+
+The first push or apply of a process costs milliseconds more than the next ones: numba matches
+argument types to compiled signatures on a kernel's first call with them, and numpy sets up
+some of its functions on first use. `warm_up()` runs every operation once, on small throwaway
+tables of each dtype and optimizer, with readonly inputs as a request's parsed body gives them,
+on whichever kernel backend is in use. The service calls it at start (create_app), after
+choosing the backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.core.initializers import InitSpec
+from service.core.optimizers import OPTIMIZERS, make_optimizer
+from service.core.table import DTYPES, EmbeddingTable
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def warm_up() -> None:
+    """Every table operation once, for every dtype and optimizer (a few milliseconds)."""
+    for dtype in DTYPES:
+        for kind in OPTIMIZERS:
+            table = EmbeddingTable("warm-up", 4, 2, make_optimizer({"kind": kind}), dtype=dtype,
+                                   init=InitSpec(kind="zeros"))
+            ids = readonly(np.array([0, 3, 3]))  # (3,)
+            grads = readonly(np.full((3, 2), 0.5, dtype=dtype))  # (3, 2)
+            table.push(ids, grads)
+            table.push(ids, grads, apply=True)
+            table.apply(average=True)
+            table.lookup(ids)
