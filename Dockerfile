@@ -68,12 +68,18 @@ CMD ["python", "-m", "examples.word2vec", "--no-plot"]
 FROM runtime
 ARG UID
 # The data directory belongs to the service's user; the volume declared on it starts out
-# owned by that user too.
-RUN mkdir /data && chown "$UID:$UID" /data
+# owned by that user too. So does numba's cache of the compiled kernels (NUMBA_CACHE_DIR).
+RUN mkdir /data /opt/numba-cache && chown "$UID:$UID" /data /opt/numba-cache
 ENV EMBED_DATA_DIR=/data \
-    EMBED_SNAPSHOT_INTERVAL_SECONDS=60
+    EMBED_SNAPSHOT_INTERVAL_SECONDS=60 \
+    NUMBA_CACHE_DIR=/opt/numba-cache
 # Numeric, so that orchestrators that insist on a non-root user can check it.
 USER $UID:$UID
+# The kernels (service/core/kernels) compiled now, as that user, into its cache: the service
+# loads them at start instead of compiling them. numba keys its cache by CPU model: on a machine
+# other than the builder's the service compiles them at start (a few seconds, before it reports
+# ready) and caches them for the next start.
+RUN python -m service.core.kernels numba
 WORKDIR /data
 VOLUME /data
 EXPOSE 8000

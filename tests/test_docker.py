@@ -187,6 +187,24 @@ def test_container_runs_as_an_unprivileged_user_owning_the_volume(stack: Compose
 
 @pytest.mark.docker
 @pytest.mark.timeout(BUILD_SECONDS + 300)
+def test_the_service_loads_kernels_compiled_at_build_time(stack: ComposeStack) -> None:
+    """numba compiled the kernels when the image was built, into a cache the service's user
+    owns: the service started without compiling any (its start-up log says so), and so does a
+    new process."""
+    assert stack.exec("printenv", "NUMBA_CACHE_DIR") == "/opt/numba-cache"
+    assert stack.exec("stat", "-c", "%u:%g", "/opt/numba-cache") == f"{IMAGE_USER}:{IMAGE_USER}"
+    logs = subprocess.run(["docker", "logs", stack.container()], capture_output=True,
+                          text=True, timeout=60)
+    started = logs.stdout + logs.stderr  # the service logs to stderr
+    kernels = [line for line in started.splitlines() if '"kernels: numba' in line]
+    assert len(kernels) == 1 and "(0 of " in kernels[0], started[-3000:]
+    again = stack.exec("python", "-m", "service.core.kernels")
+    assert re.fullmatch(r"kernels: numba, \d+ kernels ready in [\d.]+ s \(0 of \d+ signatures "
+                        r"compiled, the rest loaded from numba's cache\)", again), again
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(BUILD_SECONDS + 300)
 def test_image_sets_the_defaults_the_compose_file_repeats(stack: ComposeStack) -> None:
     image_env = json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}", stack.image))
     assert {entry for entry in image_env if entry.startswith("EMBED_")} == {

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         "thread hop costs more than the work); larger ones run in the thread pool. 0: always "
         "the thread pool."
     )
+    kernels: Literal["numba", "numpy"] = Field(
+        "numba", description="The core's hot loops (scatter-add, optimizer steps, finding pushed "
+        "rows): numba compiles them at start (or loads them from its cache) before the service "
+        "reports ready; numpy runs the same arithmetic, bit for bit, without compiling."
+    )
     malloc_mmap_threshold_bytes: int = Field(
         32 * 2**20, ge=0, le=32 * 2**20, description="glibc only: blocks below this size "
         "(reply buffers, request bodies) are reused from the heap instead of fresh pages "
@@ -127,7 +132,7 @@ class Settings(BaseSettings):
         "seconds are cancelled; then the shutdown snapshot is written."
     )
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "kernels", mode="before")
     @classmethod
     def _lowercase_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
