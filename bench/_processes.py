@@ -23,12 +23,13 @@ from service.api.process import ServiceProcess, free_port  # noqa: E402
 TOKEN = "bench-token"
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (VmRSS)."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of a process (VmRSS), or another field of /proc/<pid>/status in kB
+    (RssAnon: its private memory; RssFile: pages of mapped files, shared libraries among them)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -61,6 +62,29 @@ def service() -> Iterator[tuple[str, int]]:
            "EMBED_SNAPSHOT_ON_SHUTDOWN": "false", "EMBED_KEEP_ALIVE_SECONDS": "60"}
     with ServiceProcess(env=env) as process:
         yield process.url, process.pid
+
+
+@contextmanager
+def bare_asgi() -> Iterator[str]:
+    """The url of bench/_bare_asgi.py's app served the way the service is (its uvicorn
+    configuration: service.api.server.build_config's flags), on a free loopback port."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
+    log = workdir / "bare.log"
+    with socket.socket() as listener, open(log, "wb") as out:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2048)
+        port = listener.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "_bare_asgi.py"), "--fd",
+             str(listener.fileno())],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
+        )
+    try:
+        wait_for_port(port, process, "the bare ASGI app", log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def redis_missing() -> str | None:

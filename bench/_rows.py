@@ -1,4 +1,4 @@
-"""The seven measurements of bench/compare.py. Each figure is the median over `repeats` runs;
+"""The measurements of bench/compare.py. Each figure is the median over `repeats` runs;
 within a row the sides alternate run by run (their order rotating), on the same ids and rows,
 so a noisy neighbour on the shared machine hits both sides alike."""
 
@@ -12,17 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from _processes import TOKEN, redis_missing, redis_server, rss_bytes, service
+from _processes import TOKEN, bare_asgi, redis_missing, redis_server, rss_bytes, service
+from _push_rows import push_rows
 from _report import Row
-from peers import (
-    DenseReference,
-    TorchSparseSGD,
-    load_redis,
-    redis_key,
-    redis_lookup,
-    uniform_ids,
-    zipf_ids,
-)
+from peers import load_redis, redis_key, redis_lookup, uniform_ids, zipf_ids
 
 from service.client import EmbeddingClient
 
@@ -143,15 +136,22 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
         for ids in lookups.values():  # the service serves W itself
             assert np.array_equal(client.lookup(TABLE, ids), weights[ids])
         rows: list[Row] = []
-        if why_no_redis is None:
-            with redis_server() as port:
-                rows += redis_rows(client, port, weights, lookups, setup)
-        else:
-            notes.append(f"rows 1-2 without their peer: {why_no_redis}")
-            rows += redis_rows(client, None, weights, lookups, setup)
-        rows.append(numpy_row(client, weights, lookups[65536], setup))
-        push_row, push_notes = torch_row(client, weights, rng, setup)
-        rows.append(push_row)
+        with bare_asgi() as bare_url, EmbeddingClient(bare_url, token=TOKEN) as bare_client:
+            bare = {n: (lambda ids=ids: bare_client.lookup(TABLE, ids))
+                    for n, ids in lookups.items()}
+            if why_no_redis is None:
+                with redis_server() as port:
+                    more_rows, more_notes = redis_rows(client, port, weights, lookups, setup,
+                                                       bare[32])
+            else:
+                notes.append(f"rows 1-2 without their peer: {why_no_redis}")
+                more_rows, more_notes = redis_rows(client, None, weights, lookups, setup,
+                                                   bare[32])
+            row, note = numpy_row(client, weights, lookups[65536], setup, bare[65536])
+        rows += [*more_rows, row]
+        notes += [*more_notes, note]
+        more_rows, push_notes = push_rows(client, TABLE, weights, LR, rng, setup, runs)
+        rows += more_rows
         notes += push_notes
         one = concurrent_rate(url, lookups[4096], 1, setup)
         four = concurrent_rate(url, lookups[4096], 4, setup)
@@ -165,11 +165,15 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
             client.push_gradients(TABLE, zipf_ids(rng, setup.rows, count),
                                   rng.standard_normal((count, DIM), dtype=np.float32))
         resident = rss_bytes(pid)
+        private, mapped = rss_bytes(pid, "RssAnon"), rss_bytes(pid, "RssFile")
         pending = client.get_table(TABLE).pending_rows
     limit = 1.25 * table_bytes + 120 * 2**20
     rows.append(Row(5, f"server RSS, {setup.rows:,} x {DIM} + {setup.pushed_rows:,} pushed rows",
                     f"{resident / 2**20:.0f} MB", f"limit {limit / 2**20:.0f} MB",
                     resident / limit, 1.0, higher_is_better=False))
+    notes.append(f"row 5: of the RSS, {private / 2**20:.0f} MB private (RssAnon) and "
+                 f"{mapped / 2**20:.0f} MB pages of mapped files (RssFile: shared libraries, "
+                 "numba's LLVM the largest, shared and reclaimable)")
     notes.append(f"row 5: weights + optimizer state {table_bytes / 2**20:.0f} MB, "
                  f"{pending:,} distinct rows pending after the pushes")
     rows.append(Row(6, "4 client processes, 4096-id lookups", rate(four),
@@ -182,82 +186,54 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
 
 def redis_rows(
     client: EmbeddingClient, port: int | None, weights: np.ndarray,
-    lookups: dict[int, np.ndarray], setup: Setup,
-) -> list[Row]:
-    """Rows 1 and 2 (without their peer when port is None)."""
+    lookups: dict[int, np.ndarray], setup: Setup, bare: Callable[[], object],
+) -> tuple[list[Row], list[str]]:
+    """Rows 1 and 2 (without their peer when port is None). `bare` is the same client call to
+    a bare ASGI app on the same uvicorn (bench/_bare_asgi.py), timed with row 2's sides."""
     ours_4096 = lambda: client.lookup(TABLE, lookups[4096])  # noqa: E731
     ours_32 = lambda: client.lookup(TABLE, lookups[32])  # noqa: E731
-    if port is None:
-        took = runs({"ours": ours_4096}, setup.calls["4096"], setup.repeats)
-        latency = latencies({"ours": ours_32}, setup.calls["32"], setup.repeats)
-        return [Row(1, "lookup 4096 ids, rows/s", rate(4096 / took["ours"]), "Redis: skipped",
-                    None, 4.0), Row(2, "lookup 32 ids, median latency",
-                                    f"{latency['ours'] * 1e6:.0f} us", "Redis: skipped", None,
-                                    2.0, higher_is_better=False)]
-    import redis
+    sides_4096: dict[str, Callable[[], object]] = {"ours": ours_4096}
+    sides_32: dict[str, Callable[[], object]] = {"ours": ours_32, "bare": bare}
+    if port is not None:
+        import redis
 
-    connection = redis.Redis(host="127.0.0.1", port=port)
-    load_redis(connection, weights)
-    mget = {n: redis_lookup(connection, [redis_key(int(i)) for i in ids], DIM)
-            for n, ids in lookups.items()}
-    assert np.array_equal(mget[4096](), weights[lookups[4096]])
-    took = runs({"ours": ours_4096, "redis": mget[4096]}, setup.calls["4096"], setup.repeats)
-    latency = latencies({"ours": ours_32, "redis": mget[32]}, setup.calls["32"], setup.repeats)
-    connection.close()
+        connection = redis.Redis(host="127.0.0.1", port=port)
+        load_redis(connection, weights)
+        mget = {n: redis_lookup(connection, [redis_key(int(i)) for i in ids], DIM)
+                for n, ids in lookups.items()}
+        assert np.array_equal(mget[4096](), weights[lookups[4096]])
+        sides_4096["redis"], sides_32["redis"] = mget[4096], mget[32]
+    took = runs(sides_4096, setup.calls["4096"], setup.repeats)
+    latency = latencies(sides_32, setup.calls["32"], setup.repeats)
+    if port is not None:
+        connection.close()
+    us = {name: f"{seconds * 1e6:.0f} us" for name, seconds in latency.items()}
+    notes = [f"row 2: a bare ASGI app answering the same bytes on the same uvicorn, through the "
+             f"same client: {us['bare']}" + (f" ({latency['bare'] / latency['redis']:.2f}x "
+                                             "Redis)" if "redis" in latency else "")]
+    if "redis" not in took:
+        return [Row(1, "lookup 4096 ids, rows/s", rate(4096 / took["ours"]), "Redis: skipped",
+                    None, 12.0),
+                Row(2, "lookup 32 ids, median latency", us["ours"], "Redis: skipped", None,
+                    2.0, higher_is_better=False)], notes
     return [
         Row(1, "lookup 4096 ids, rows/s", rate(4096 / took["ours"]),
-            f"Redis MGET {rate(4096 / took['redis'])}", took["redis"] / took["ours"], 4.0),
-        Row(2, "lookup 32 ids, median latency", f"{latency['ours'] * 1e6:.0f} us",
-            f"Redis MGET {latency['redis'] * 1e6:.0f} us", latency["ours"] / latency["redis"],
-            2.0, higher_is_better=False),
-    ]
+            f"Redis MGET {rate(4096 / took['redis'])}", took["redis"] / took["ours"], 12.0),
+        Row(2, "lookup 32 ids, median latency", us["ours"], f"Redis MGET {us['redis']}",
+            latency["ours"] / latency["redis"], 2.0, higher_is_better=False),
+    ], notes
 
 
 def numpy_row(
-    client: EmbeddingClient, weights: np.ndarray, ids: np.ndarray, setup: Setup
-) -> Row:
-    took = runs({"ours": lambda: client.lookup(TABLE, ids), "numpy": lambda: weights[ids]},
-                setup.calls["65536"], setup.repeats)
+    client: EmbeddingClient, weights: np.ndarray, ids: np.ndarray, setup: Setup,
+    bare: Callable[[], object],
+) -> tuple[Row, str]:
+    """Row 3, and a note with the same lookup from the bare ASGI app (same server, client)."""
+    took = runs({"ours": lambda: client.lookup(TABLE, ids), "numpy": lambda: weights[ids],
+                 "bare": bare}, setup.calls["65536"], setup.repeats)
+    note = (f"row 3: a bare ASGI app answering the same {len(ids)} rows (zeros) on the same "
+            f"uvicorn, through the same client: {rate(len(ids) / took['bare'])} "
+            f"({took['numpy'] / took['bare']:.0%} of numpy)")
     return Row(3, "lookup 65536 ids, rows/s", rate(65536 / took["ours"]),
-               f"numpy W[ids] {rate(65536 / took['numpy'])}", took["numpy"] / took["ours"], 0.15)
-
-
-def torch_row(
-    client: EmbeddingClient, weights: np.ndarray, rng: np.random.Generator, setup: Setup
-) -> tuple[Row, list[str]]:
-    """Row 4: push + apply of 4096 Zipf ids, one request (apply=true), vs torch and dense."""
-    ids = zipf_ids(rng, setup.rows, 4096)
-    grads = rng.standard_normal((4096, DIM), dtype=np.float32) * 0.01  # (4096, dim)
-    sides: dict[str, Callable[[], object]] = {
-        "ours": lambda: client.push_gradients(TABLE, ids, grads, apply=True),
-        "ours, push then apply": lambda: (client.push_gradients(TABLE, ids, grads),
-                                          client.apply(TABLE)),
-    }
-    notes = [f"row 4: {len(np.unique(ids))} distinct rows among the 4096 Zipf ids "
-             f"(exponent 1.1); the service's sums are bit-identical to np.add.at"]
-    try:
-        layer = TorchSparseSGD(weights, LR)
-        torch_steps = [layer.prepare(ids, grads) for _ in range(setup.calls["push"] + 1)]
-        sides["torch"] = lambda: torch_steps.pop()()
-    except ImportError:
-        notes.append("row 4 without its peer: torch not installed (the bench extra has it)")
-    took = runs(sides, setup.calls["push"], 1 if "torch" in sides else setup.repeats)
-    if "torch" in sides:  # each run needs fresh torch graphs: repeat run by run
-        all_runs: dict[str, list[float]] = {name: [took[name]] for name in sides}
-        for _ in range(setup.repeats - 1):
-            torch_steps[:] = [layer.prepare(ids, grads) for _ in range(setup.calls["push"] + 1)]
-            for name, seconds in runs(sides, setup.calls["push"], 1).items():
-                all_runs[name].append(seconds)
-        took = {name: statistics.median(values) for name, values in all_runs.items()}
-    dense = DenseReference(weights, LR)
-    dense_took = runs({"dense": lambda: dense.step(ids, grads)}, setup.calls["dense"],
-                      max(1, setup.repeats // 2))["dense"]
-    notes.append(f"row 4: dense reference layer {rate(4096 / dense_took)}; the service does "
-                 f"{dense_took / took['ours']:.0f}x its rows/s; push then apply as two requests "
-                 f"{rate(4096 / took['ours, push then apply'])}")
-    if "torch" not in sides:
-        return Row(4, "push 4096 Zipf ids + apply (SGD), rows/s", rate(4096 / took["ours"]),
-                   "torch: skipped", None, 0.5), notes
-    return Row(4, "push 4096 Zipf ids + apply (SGD), rows/s", rate(4096 / took["ours"]),
-               f"torch sparse+SGD {rate(4096 / took['torch'])}", took["torch"] / took["ours"],
-               0.5), notes
+               f"numpy W[ids] {rate(65536 / took['numpy'])}", took["numpy"] / took["ours"],
+               0.6), note

@@ -3,6 +3,7 @@
     .venv/bin/python bench/apply_cost.py                 # both parts, about 3-5 minutes
     .venv/bin/python bench/apply_cost.py --part apply    # or --part reduce
     .venv/bin/python bench/apply_cost.py --sizes 10000 1000000 --repeats 15
+    .venv/bin/python bench/apply_cost.py --part apply --kernels numpy
 
 Part 1 (apply): for each optimizer, a table of V = 10^4 and one of V = 10^7 rows (dim 64,
 float32) receive the same push of 4096 Zipf-distributed ids (about 1000 distinct rows); the apply
@@ -29,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.core import EmbeddingTable, InitSpec, make_optimizer  # noqa: E402
+from service.core import EmbeddingTable, InitSpec, kernels, make_optimizer  # noqa: E402
 from service.core.scatter import sum_duplicate_rows  # noqa: E402
 
 DIM, PUSHED = 64, 4096
@@ -140,8 +141,19 @@ def bincount_flat(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.nd
     return rows, sums.reshape(len(rows), dim).astype(grads.dtype)
 
 
+def kernels_on(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The service's reduction (sum_duplicate_rows) on one kernel backend."""
+
+    def reduce(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kernels.use(backend)
+        return sum_duplicate_rows(ids, grads)
+
+    return reduce
+
+
 REDUCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
-    "np.unique + 1-D np.add.at (service)": sum_duplicate_rows,
+    "packed sort + compiled scatter (numba, service)": kernels_on("numba"),
+    "np.unique + 1-D np.add.at (EMBED_KERNELS=numpy)": kernels_on("numpy"),
     "np.unique + 2-D np.add.at": unique_add_at_2d,
     "stable sort + np.add.reduceat": sort_reduceat,
     "np.unique + bincount per column": bincount_per_column,
@@ -162,7 +174,7 @@ def reduce_part(repeats: int) -> None:
             start = time.perf_counter()
             dense_add_at(ids, grads, num_embeddings)
             samples.append(time.perf_counter() - start)
-        print(f"  {np.dtype(dtype).name}: {'np.add.at on a dense (1e6, 64) buffer':<38} "
+        print(f"  {np.dtype(dtype).name}: {'np.add.at on a dense (1e6, 64) buffer':<48} "
               f"{median_ms(samples):8.3f} ms  (the reference; scales with V)")
         for name, reduce in REDUCTIONS.items():
             rows, sums = reduce(ids, grads)
@@ -173,7 +185,7 @@ def reduce_part(repeats: int) -> None:
                 start = time.perf_counter()
                 reduce(ids, grads)
                 samples.append(time.perf_counter() - start)
-            print(f"  {np.dtype(dtype).name}: {name:<38} {median_ms(samples):8.3f} ms  "
+            print(f"  {np.dtype(dtype).name}: {name:<48} {median_ms(samples):8.3f} ms  "
                   f"exact={'yes' if exact else 'NO'}", flush=True)
 
 
@@ -182,8 +194,11 @@ def main() -> None:
     parser.add_argument("--part", choices=("apply", "reduce", "both"), default="both")
     parser.add_argument("--sizes", type=int, nargs=2, default=[10**4, 10**7])
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--kernels", choices=kernels.BACKENDS, default="numba",
+                        help="the kernel backend of part 1 (EMBED_KERNELS)")
     args = parser.parse_args()
     if args.part in ("apply", "both"):
+        kernels.use(args.kernels)
         apply_part(args.sizes, args.repeats)
     if args.part in ("reduce", "both"):
         reduce_part(args.repeats)

@@ -1,4 +1,4 @@
-"""Where the service stands against Redis, numpy and PyTorch: one command, one run, seven rows.
+"""Where the service stands against Redis, numpy and PyTorch: one command, one run, eight rows.
 
     make bench                                   # installs what it needs, then runs this
     .venv/bin/python bench/compare.py            # V = 1,000,000 x 64 float32, ~3 minutes
@@ -10,13 +10,16 @@ into both (and into numpy and torch in this process), and measures, each figure 
 over repeated runs, the two sides of a row alternating run by run on the same ids:
 
 1. lookup of 4096 uniform ids through EmbeddingClient (.npy) vs Redis MGET: rows/s
-2. lookup of 32 ids: median latency vs Redis MGET (requests alternate one by one)
-3. lookup of 65536 ids: rows/s vs in-process numpy W[ids]
+2. lookup of 32 ids: median latency vs Redis MGET (requests alternate one by one); beside it,
+   a bare ASGI app answering the same bytes on the same uvicorn (bench/_bare_asgi.py)
+3. lookup of 65536 ids: rows/s vs in-process numpy W[ids] (and the bare ASGI app)
 4. push of 4096 Zipf ids with apply (SGD): rows/s vs torch nn.Embedding(sparse=True) backward
-   + optim.SGD step; the dense reference layer reported beside it
+   + optim.SGD step, at torch's faster thread count; the dense reference layer beside it
 5. server RSS after 100,000 pushed rows (pending) vs 1.25 x (weights + state) + 120 MB
 6. four client processes doing 4096-id lookups: aggregate rows/s vs one client
 7. JSON vs .npy for the 4096-id lookup
+8. the core alone (EmbeddingTable.push(apply=True) in this process, no HTTP) vs the same
+   torch step; the numpy kernels (EMBED_KERNELS=numpy) beside it
 
 It prints the table and writes bench/results/latest.{md,json,png} (--out elsewhere).
 Without redis-server (or redis-py) rows 1 and 2 say so and skip their peer; without torch,
