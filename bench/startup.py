@@ -4,15 +4,15 @@ steady state, for each kernel backend.
     .venv/bin/python bench/startup.py              # 3 rounds, about a minute
     .venv/bin/python bench/startup.py --rounds 5
 
-Each round starts the service three ways, as `make serve` does (uvicorn, uvloop, httptools, one
-worker): numba with an empty cache (NUMBA_CACHE_DIR a fresh directory: everything compiles at
-start), numba with the cache that start left behind, and EMBED_KERNELS=numpy. It measures the
+Each round starts the service three ways, as `make serve` does (`python -m service.api`):
+numba with an empty cache (NUMBA_CACHE_DIR a fresh directory: everything compiles at start),
+numba with the cache that start left behind, and EMBED_KERNELS=numpy. It measures the
 seconds from spawning the process to the first 200 from /healthz (ready), then, on a
 1,000,000 x 64 float32 SGD table, the first push of 4096 Zipf ids with apply=true and the first
 4096-id lookup, each on a fresh connection, against the median of the 30 after them (first
 minus steady, in ms; raw HTTP requests built beforehand, so the figure is the server's).
-Target: ready
-in under 5 s without a cache, and no first request more than 10 ms slower than the steady state.
+Target: ready in under 5 s without a cache, and no first request more than 10 ms slower than
+the steady state.
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.api.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-         "--log-level", "warning", "--no-access-log"],
+        [sys.executable, "-m", "service.api", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     while time.perf_counter() - started < 60:

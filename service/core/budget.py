@@ -1,9 +1,9 @@
 """The memory budget a table's pending gradient and labels check before they grow.
 
 Weights and optimizer state are counted when a table is made (service.core.registry); a pending
-gradient grows push by push, and labels with every PUT, so they ask the budget first. The registry makes one MemoryBudget
-for all its tables and passes it to each table it creates or restores; a table made alone
-(budget=None) has no limit.
+gradient grows push by push, and labels with every PUT, so they ask the budget first. The
+registry makes one MemoryBudget for all its tables and passes it to each table it creates or
+restores; a table made alone (budget=None) has no limit.
 """
 
 from __future__ import annotations

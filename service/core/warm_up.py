@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.core import kernels
 from service.core.initializers import InitSpec
 from service.core.optimizers import OPTIMIZERS, make_optimizer
 from service.core.table import DTYPES, EmbeddingTable
@@ -22,11 +23,19 @@ def readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
+TABLE = "warm-up"  # the name of the throwaway tables
+_warmed: set[str | None] = set()  # the kernel backends warmed up in this process
+
+
 def warm_up() -> None:
-    """Every table operation once, for every dtype and optimizer (a few milliseconds)."""
+    """Every table operation once, for every dtype and optimizer (a few milliseconds); once a
+    process for each kernel backend (the costs it pays are the process's)."""
+    if kernels.selected() in _warmed:
+        return
+    _warmed.add(kernels.selected())
     for dtype in DTYPES:
         for kind in OPTIMIZERS:
-            table = EmbeddingTable("warm-up", 4, 2, make_optimizer({"kind": kind}), dtype=dtype,
+            table = EmbeddingTable(TABLE, 4, 2, make_optimizer({"kind": kind}), dtype=dtype,
                                    init=InitSpec(kind="zeros"))
             ids = readonly(np.array([0, 3, 3]))  # (3,)
             grads = readonly(np.full((3, 2), 0.5, dtype=dtype))  # (3, 2)
