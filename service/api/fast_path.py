@@ -108,7 +108,10 @@ async def read_into_buffer(receive: Receive, length: int | None) -> bytes | memo
     (not zeroed), and a memoryview of it is returned: no list of chunks and no join of them at
     the end, and the arrays parsed from it (np.frombuffer) are views of it. A body without a
     Content-Length (chunked), or longer than it said, is joined."""
-    chunk, more = await _next_chunk(receive)
+    message: Message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    chunk, more = message.get("body", b""), message.get("more_body", False)
     if not more:
         return chunk  # the whole body in one piece
     if length is None or len(chunk) > length:

@@ -25,10 +25,14 @@ def check_id_range(low: int, high: int, num_embeddings: int, table: str) -> None
 
 
 def check_ids(ids: np.ndarray, num_embeddings: int, table: str) -> None:
-    """ids must be integers in [0, num_embeddings)."""
-    check_id_kind(ids)
+    """ids must be integers in [0, num_embeddings). (On every lookup: the common case makes no
+    further call.)"""
+    if ids.dtype.kind not in "iu":
+        check_id_kind(ids)
     if ids.size:
-        check_id_range(int(ids.min()), int(ids.max()), num_embeddings, table)
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= num_embeddings:
+            check_id_range(low, high, num_embeddings, table)
 
 
 def check_grads(ids: np.ndarray, grads: np.ndarray, embedding_dim: int) -> None:

@@ -148,7 +148,7 @@ class EmbeddingTable:
         """W[ids], of shape ids.shape + (embedding_dim,), and the step it was read at.
         `out` (C-contiguous, that shape and the table's dtype) receives the rows if given.
         wait=False raises TableBusy instead of waiting for another operation (event loops)."""
-        self.check_ids(ids)
+        checks.check_ids(ids, self.num_embeddings, self.name)
         shape = (*ids.shape, self.embedding_dim)
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
