@@ -39,6 +39,15 @@ from service.core import kernels
 from service.core.errors import InvalidRequest
 
 
+def scalar(value: float, dtype: np.dtype) -> Any:
+    """`value` as a scalar of `dtype`; beyond its range, inf (an lr too large for float32: the
+    step then refuses), without numpy's overflow warning."""
+    largest = float(np.finfo(dtype).max)
+    if -largest <= value <= largest or not math.isfinite(value):
+        return dtype.type(value)
+    return dtype.type(math.copysign(math.inf, value))
+
+
 class Optimizer(ABC):
     """A rule for updating rows of a table from their summed gradient."""
 
@@ -71,8 +80,7 @@ class Optimizer(ABC):
         rows = kernels.c_array(rows, np.int64)  # (k,)
         grads = kernels.c_array(grads, dtype)  # (k, dim)
         arrays = (weights, *(state[name] for name in self.state_names))
-        with np.errstate(over="ignore"):  # an lr too large for float32 is inf: refused below
-            constants = tuple(dtype.type(value) for value in self.constants(lr, step))
+        constants = tuple(scalar(value, dtype) for value in self.constants(lr, step))
         if self.rule.kernel(*arrays, rows, grads, *constants):
             return
         new = self.rule.new_rows(*arrays, rows, grads, *constants)  # (k, dim) each

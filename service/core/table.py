@@ -184,13 +184,13 @@ class EmbeddingTable:
         rows, slot_of_id = kernels.sorted_distinct(flat_ids)  # (k,) sorted, (n,)
         if len(rows):  # the lowest and highest id, from the sort
             checks.check_id_range(int(rows[0]), int(rows[-1]), self.num_embeddings, self.name)
-        checks.check_grads(ids, grads, self.embedding_dim)
+        dim = self.embedding_dim
+        checks.check_grads(ids, grads, dim)
         checks.check_step(step)
-        with np.errstate(over="ignore"):  # a float64 beyond float32 is inf: refused as such
-            flat_grads = kernels.c_array(grads.reshape(-1, self.embedding_dim), self.dtype)
-        if apply:  # one step of the summed gradient: the sums are all it needs (checked with the
-            # step: a NaN or infinity pushed, or sums overflowing, make the step not finite)
-            sums = np.zeros((len(rows), self.embedding_dim), dtype=self.dtype)  # (k, dim)
+        # (n, dim); a float64 beyond float32 becomes inf, refused as such by the sums' check
+        flat_grads = kernels.c_array(grads.reshape(-1, dim), self.dtype)
+        if apply:  # one step of the summed gradient; a non-finite sum makes the step refuse
+            sums = np.zeros((len(rows), dim), dtype=self.dtype)  # (k, dim)
             kernels.scatter_add(sums, slot_of_id, flat_grads, len(rows) == len(flat_ids))
         # else the additions into the pending sums happen under the lock, in push order
         with self._locked(wait):

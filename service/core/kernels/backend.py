@@ -243,11 +243,14 @@ def _jit(loop: Callable[..., Any], wanted: list[Any]) -> Any:
 def c_array(values: Any, dtype: Any, *, writable: bool = False) -> np.ndarray:
     """`values` as the kernels take arrays: C-contiguous, aligned, native `dtype`, and writable
     if asked (an array the kernels update in place). No copy when it already is; a body's .npy
-    with an odd header or another byte order, or a readonly array asked writable, is copied."""
+    with an odd header or another byte order, or a readonly array asked writable, is copied.
+    A value beyond `dtype`'s range becomes inf, without numpy's warning: the caller checks."""
     if (isinstance(values, np.ndarray) and values.dtype == dtype and values.flags.c_contiguous
             and values.flags.aligned and (values.flags.writeable or not writable)):
         return values
-    return np.require(values, dtype=dtype, requirements=("C", "A", "W") if writable else ("C", "A"))
+    with np.errstate(over="ignore"):
+        return np.require(values, dtype=dtype,
+                          requirements=("C", "A", "W") if writable else ("C", "A"))
 
 
 def array(types: ModuleType, dtype: str, ndim: int, *, readonly: bool = False) -> Any:

@@ -5,9 +5,11 @@ their summed gradient `grads` (k, dim), and returns True; or, if any new weight 
 would be inf or NaN, writes nothing and returns False (`new_rows` then says which, for the error
 message: service.core.optimizers). The compiled loop makes one pass per row that computes the
 new values and only checks them, then, if all are finite, a second pass over the same (now
-cached) rows that computes them again and writes them: no (k, dim) temporaries. The numpy twin
-gathers the rows (np.take), computes the new rows with in-place array operations, checks them
-and writes them back.
+cached) rows that computes them again and writes them: no (k, dim) temporaries. (Writing first
+and undoing on a refusal would be one pass less, but a snapshot streams the live arrays without
+the table's lock, service.core.snapshots, and could save a value that was never kept.) The
+numpy twin gathers the rows (np.take), computes the new rows with in-place array operations,
+checks them and writes them back.
 
 The arithmetic, the same expressions in the same order in both (so the results are
 bit-identical), all in the arrays' dtype; hyper-parameters arrive as scalars of that dtype:
