@@ -183,7 +183,7 @@ def load(file: io.BufferedIOBase, field: str = "the array") -> np.ndarray:
     head = prefix[:end] if end <= len(prefix) else prefix + file.read(end - len(prefix))
     layout = read_header(head, field)
     stored = np.empty(layout.shape[::-1] if layout.fortran_order else layout.shape, layout.dtype)
-    room = memoryview(stored.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # its bytes
+    room = stored.reshape(-1).view(np.uint8).data  # its bytes
     got = 0
     while got < len(room) and (count := file.readinto(room[got:])):
         got += count

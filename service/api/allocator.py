@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger("service")
 
@@ -29,7 +30,7 @@ def tune_malloc(mmap_threshold_bytes: int) -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt: Callable[[int, int], int] = libc.mallopt  # int mallopt(int param, int value)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     taken = mallopt(M_MMAP_THRESHOLD, mmap_threshold_bytes) == 1

@@ -162,5 +162,5 @@ npy_reply_buffer = npy.empty  # a lookup reply: the .npy header, then room for t
 
 def to_npz(**arrays: np.ndarray) -> bytes:
     stream = io.BytesIO()
-    np.savez(stream, **arrays)
+    np.savez(stream, allow_pickle=False, **arrays)
     return stream.getvalue()

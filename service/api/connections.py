@@ -79,6 +79,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
 
     # -- connections -----------------------------------------------------------------------
+    # asyncio.Protocol declares a BaseTransport; uvicorn's own protocol, like this one, is
+    # only ever given a stream Transport (it calls get_extra_info, pause_reading, write)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
             self._refuse(transport)
@@ -171,6 +173,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if phase == "body" and cycle is not None:
             answered = cycle.response_started
             if not cycle.response_complete:
+                # a key of ours in the scope (ASGI allows extra keys; the TypedDict does not)
                 cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
                 cycle.disconnected = True  # the app's receive() now says the client is gone
                 cycle.message_event.set()

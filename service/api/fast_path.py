@@ -111,12 +111,13 @@ async def read_into_buffer(receive: Receive, length: int | None) -> bytes | memo
     message: Message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnect()
-    chunk, more = message.get("body", b""), message.get("more_body", False)
+    chunk: bytes = message.get("body", b"")
+    more: bool = message.get("more_body", False)
     if not more:
         return chunk  # the whole body in one piece
     if length is None or len(chunk) > length:
         return await _joined(receive, [chunk])
-    buffer = memoryview(np.empty(length, dtype=np.uint8))  # (length,) bytes
+    buffer = np.empty(length, dtype=np.uint8).data  # (length,) bytes, as a memoryview
     buffer[: len(chunk)] = chunk
     filled = len(chunk)
     while more:

@@ -49,7 +49,7 @@ class Exchange:
     content_type: str  # the Content-Type header as sent ("" without one)
     accept: str  # the Accept header as sent ("" without one)
     query_string: bytes
-    read_body: Callable[[], Awaitable[bytes]]
+    read_body: Callable[[], Awaitable[bytes | memoryview]]  # memoryview: the fast path's buffer
     scope: MutableMapping[str, Any]  # the access log's fields go to scope["embed.log"]
     registry: TableRegistry
     settings: Settings

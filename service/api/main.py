@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.token is not None:  # outside the body limit: a stranger's body is never read
         app.add_middleware(BearerAuth, token=settings.token.get_secret_value())
         describe = app.openapi
+        # FastAPI's documented way to extend the schema; mypy sees a method being replaced
         app.openapi = lambda: document_bearer_auth(describe())  # type: ignore[method-assign]
     app.add_middleware(  # outermost: it sees every reply
         RequestObserver, metrics=app.state.metrics, routes=app.router.routes

@@ -58,7 +58,10 @@ class TableCollector(Collector):
     """Per-table gauges and row counters, read from the live tables at each scrape."""
 
     def __init__(
-        self, registry: TableRegistry, rows: weakref.WeakKeyDictionary, replies: ReplyStore
+        self,
+        registry: TableRegistry,
+        rows: weakref.WeakKeyDictionary[EmbeddingTable, RowCounts],
+        replies: ReplyStore,
     ) -> None:
         self.registry = registry
         self.rows = rows
@@ -179,7 +182,8 @@ class AppMetrics:
 
 
 def metrics_of(app: FastAPI) -> AppMetrics:
-    return app.state.metrics
+    metrics: AppMetrics = app.state.metrics  # starlette's State is untyped; create_app set it
+    return metrics
 
 
 def note_request(request: Request, table: EmbeddingTable, rows: int, **counts: int) -> None:

@@ -131,7 +131,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     embed_json = True
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

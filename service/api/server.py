@@ -55,6 +55,7 @@ def build_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvic
         access_log=False,
         log_config=None,  # configure_logging: JSON lines
         log_level=settings.log_level,
+        # uvicorn annotates these int; it hands them to call_later and wait_for, which take floats
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,  # type: ignore[arg-type]
     )

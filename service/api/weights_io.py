@@ -79,7 +79,7 @@ class NpyReceiver:
                 return
             self._check_header(bytes(self._prefix[:length]))
             self._array = np.empty(self.shape, dtype=self.dtype)
-            self._data = memoryview(self._array).cast("B")  # type: ignore[arg-type]
+            self._data = self._array.data.cast("B")
             piece, self._prefix = bytes(self._prefix[length:]), bytearray()
         end = self._filled + len(piece)
         if end > len(self._data):

@@ -68,9 +68,11 @@ def as_ids(ids: Any) -> np.ndarray:
 def json_ready(array: np.ndarray) -> np.ndarray | list[Any] | int | float:
     """An array orjson can serialize natively (C-contiguous, a dtype it knows), else a list."""
     if array.ndim == 0:
-        return array.item()  # type: ignore[no-any-return]
+        scalar: int | float = array.item()
+        return scalar
     if array.dtype.kind in "iuf" and array.dtype.itemsize in (1, 2, 4, 8):
         if array.dtype == np.float16:
             return array.astype(np.float32)
         return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-    return array.tolist()  # type: ignore[no-any-return]
+    nested: list[Any] = array.tolist()
+    return nested

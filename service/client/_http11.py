@@ -158,7 +158,7 @@ def as_httpx_error(
 ) -> BaseException:
     """httpx's exception for a failure while writing the request or reading the reply."""
     if isinstance(error, httpx.TransportError):
-        if error._request is None and request is not None:  # type: ignore[attr-defined]
+        if error._request is None and request is not None:
             error.request = request
         return error
     if isinstance(error, TimeoutError):

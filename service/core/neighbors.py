@@ -178,7 +178,8 @@ def _vector(item: Any, where: str, dim: int) -> np.ndarray:
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
     """rows / their norms; zero rows stay zero."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)  # (n, 1)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+    unit: np.ndarray = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)  # (n, dim)
+    return unit
 
 
 # -- the scan --------------------------------------------------------------------------------------

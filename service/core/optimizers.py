@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +55,8 @@ class Optimizer(ABC):
     state_names: ClassVar[tuple[str, ...]] = ()
     rule: ClassVar[kernels.Step]  # its kernel; rule.arrays == ("weights", *state_names)
     lr: float
+    # every concrete optimizer is a dataclass (asdict and fields read its hyper-parameters)
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def init_state(self, shape: tuple[int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
         return {name: np.zeros(shape, dtype=dtype) for name in self.state_names}
@@ -94,14 +96,14 @@ class Optimizer(ABC):
         )
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
+        return {"kind": self.kind, **asdict(self)}
 
     def state_bytes(self, shape: tuple[int, int], dtype: np.dtype) -> int:
         return len(self.state_names) * shape[0] * shape[1] * dtype.itemsize
 
     def _check(self) -> None:
         """Every hyper-parameter a finite number (stored as float), lr > 0."""
-        for field in fields(self):  # type: ignore[arg-type]
+        for field in fields(self):
             value = getattr(self, field.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise InvalidRequest(f"optimizer.{field.name} must be a number, got {value!r}")
@@ -222,7 +224,7 @@ def make_optimizer(config: dict[str, Any]) -> Optimizer:
         raise InvalidRequest(
             f"optimizer.kind must be one of {sorted(OPTIMIZERS)}, got {kind!r}"
         )
-    known = {field.name for field in fields(cls)}  # type: ignore[arg-type]
+    known = {field.name for field in fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
         raise InvalidRequest(

@@ -87,7 +87,7 @@ class SnapshotStore:
         self._directory_lock = threading.Lock()
         # name -> (the table object, its change count) as of its committed snapshot
         self._committed: dict[str, tuple[weakref.ref[EmbeddingTable], int]] = {}
-        self._unlock: weakref.finalize | None = None
+        self._unlock: weakref.finalize[[Path], SnapshotStore] | None = None
 
     # -- start and stop ----------------------------------------------------------------------
     def open(self) -> list[Path]:

@@ -140,7 +140,7 @@ def _stream_npy(
         rows_per_chunk = max(1, chunk_bytes // row_bytes)
         for start in range(0, len(array), rows_per_chunk):
             chunk = np.ascontiguousarray(array[start : start + rows_per_chunk])  # a view if C-order
-            _write_all(file, memoryview(chunk).cast("B"))  # type: ignore[arg-type]
+            _write_all(file, chunk.data.cast("B"))
             if after_chunk is not None:
                 after_chunk(chunk.nbytes)
     return len(header)

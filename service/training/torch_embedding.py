@@ -18,6 +18,7 @@ scale_grad_by_freq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +34,7 @@ class _RemoteRows(torch.autograd.Function):
     """Forward: the rows looked up (given as numpy). Backward: push the rows' gradient."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, anchor: torch.Tensor, rows: np.ndarray, ids: np.ndarray, step: int,
         module: RemoteTorchEmbedding,
     ) -> torch.Tensor:
@@ -41,10 +42,14 @@ class _RemoteRows(torch.autograd.Function):
         return torch.from_numpy(rows)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, ...]:
         grads = np.ascontiguousarray(grad_output.detach().cpu().numpy())  # (*ids.shape, dim)
         ctx.module.push(ctx.ids, grads, ctx.step)
         return None, None, None, None, None
+
+
+# torch's Function.apply has no annotations; it returns what forward returns
+_remote_rows: Callable[..., torch.Tensor] = _RemoteRows.apply
 
 
 class RemoteTorchEmbedding(torch.nn.Module):
@@ -78,7 +83,7 @@ class RemoteTorchEmbedding(torch.nn.Module):
             rows = rows.copy()
         if not torch.is_grad_enabled():
             return torch.from_numpy(rows)
-        return _RemoteRows.apply(self.anchor, rows, ids, step, self)
+        return _remote_rows(self.anchor, rows, ids, step, self)
 
     def push(self, ids: np.ndarray, grads: np.ndarray, step: int | None = None) -> Any:
         """Send the gradient of rows `ids` (the backward pass calls this)."""

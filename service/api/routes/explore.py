@@ -77,7 +77,7 @@ async def get_labels(
     table = tables.get(name)
     if ids is None:
         all_ids, labels = await run_in_threadpool(table.labels.items)
-        return LabelsReply(ids=all_ids.tolist(), labels=labels)
+        return LabelsReply(ids=all_ids.tolist(), labels=[*labels])
     parts = [part.strip() for part in ids.split(",")] if ids.strip() else []
     if len(parts) > settings.max_ids_per_request:
         raise PayloadTooLarge(f"ids has {len(parts)} entries, more than "

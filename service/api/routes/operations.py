@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.api import codecs, handlers
@@ -42,7 +43,7 @@ def binary_content(description: str) -> dict[str, Any]:
     return {"schema": {"type": "string", "format": "binary", "description": description}}
 
 
-def body_doc(json_model: type, binary: dict[str, str]) -> dict[str, Any]:
+def body_doc(json_model: type[BaseModel], binary: dict[str, str]) -> dict[str, Any]:
     """A request body of JSON (json_model) or binary media types ({media type: description});
     the body's own description lists every format, one line each."""
     formats = [f"`{JSON}`: {json_model.__name__}", *(f"`{media}`: {description}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -10,7 +12,7 @@ from service.api.schemas import CreateTable, ErrorReply, TableInfo, TableList
 from service.core.initializers import InitSpec
 
 router = APIRouter(prefix="/v1/tables", tags=["tables"])
-ERRORS = {404: {"model": ErrorReply}, 422: {"model": ErrorReply}}
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorReply}, 422: {"model": ErrorReply}}
 
 
 @router.post(

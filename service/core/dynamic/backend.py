@@ -73,4 +73,4 @@ def check_backend(name: str | None) -> Backend:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "numba" and not NUMBA_AVAILABLE:
         raise ValueError("backend 'numba' was asked for, but numba is not installed")
-    return name  # type: ignore[return-value]
+    return name

@@ -49,7 +49,8 @@ def _append(prev: np.ndarray, next_: np.ndarray, ends: np.ndarray, slot: int) ->
 
 @inline_kernel
 def _less(updates: np.ndarray, keys: np.ndarray, a: int, b: int) -> bool:
-    return updates[a] < updates[b] or (updates[a] == updates[b] and keys[a] < keys[b])
+    less: bool = updates[a] < updates[b] or (updates[a] == updates[b] and keys[a] < keys[b])
+    return less
 
 
 @inline_kernel

@@ -51,7 +51,8 @@ def seed_state(seed: int) -> np.uint64:
         state = mix64((state ^ np.uint64(seed & (2**64 - 1))) + GOLDEN)
         seed >>= 64
         if seed == 0:
-            return state[0]
+            first: np.uint64 = state[0]
+            return first
 
 
 def column_words(keys: np.ndarray, columns: int, seed: int) -> np.ndarray:
@@ -82,7 +83,8 @@ def portable_log(x: np.ndarray) -> np.ndarray:
     mantissa = np.where(small, mantissa * 2.0, mantissa)  # in [0.707, 1.414)
     exponent = exponent - small
     s = (mantissa - 1.0) / (mantissa + 1.0)
-    return 2.0 * s * _horner(s * s, LOG_SERIES) + exponent * _LN2
+    log: np.ndarray = 2.0 * s * _horner(s * s, LOG_SERIES) + exponent * _LN2
+    return log
 
 
 def portable_sincos_turns(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -115,7 +115,8 @@ class KeyIndex:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """(n,) the slot of each key (int64 or uint64), -1 where the key has no slot."""
         keys = np.ascontiguousarray(as_keys(keys).ravel())
-        return self._kernels.lookup(self._buckets, self._slot_keys, keys)
+        slots: np.ndarray = self._kernels.lookup(self._buckets, self._slot_keys, keys)  # (n,)
+        return slots
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """((size,) every key, ascending, (size,) its slot): for snapshots and exports."""
@@ -170,7 +171,7 @@ class KeyIndex:
         """(n,) the slot each key had, now free, or -1 where it had none (or was repeated).
         Freed slots are reused by later inserts, the last freed first."""
         keys = np.ascontiguousarray(as_keys(keys).ravel())
-        slots = self._kernels.remove(self._buckets, self._slot_keys, keys)  # (n,)
+        slots: np.ndarray = self._kernels.remove(self._buckets, self._slot_keys, keys)  # (n,)
         freed = slots[slots >= 0]
         self._size -= freed.size
         end = self._free_count + freed.size

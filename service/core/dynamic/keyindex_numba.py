@@ -37,9 +37,9 @@ def _find(
             slot = np.int64(entry & _LOW32) - 1
             if slot_keys[slot] == key:
                 return slot, position
-        position += 1  # type: ignore[assignment]
+        position += 1
         if position == cap:
-            position = 0  # type: ignore[assignment]
+            position = np.int64(0)
 
 
 @kernel
@@ -59,9 +59,9 @@ def place(buckets: np.ndarray, entries: np.ndarray) -> None:
         entry = entries[i]
         position = np.int64(((entry >> _S32) * np.uint64(cap)) >> _S32)
         while buckets[position] != 0:
-            position += 1  # type: ignore[assignment]
+            position += 1
             if position == cap:
-                position = 0  # type: ignore[assignment]
+                position = np.int64(0)
         buckets[position] = entry
 
 
@@ -81,7 +81,7 @@ def remove(buckets: np.ndarray, slot_keys: np.ndarray, keys: np.ndarray) -> np.n
         while True:
             here += 1
             if here == cap:
-                here = 0  # type: ignore[assignment]
+                here = np.int64(0)
             entry = buckets[here]
             if entry == 0:
                 break

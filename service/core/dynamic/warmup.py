@@ -34,4 +34,4 @@ def warm_up(backend: str | None = None) -> None:
     AdmissionCounter(admit_after=2, max_candidates=2, backend=backend).record(keys)
     for kind in ("normal", "uniform"):
         for dtype in (np.float32, np.float64):
-            initial_rows(keys, 3, np.dtype(dtype), InitSpec(kind), 0, backend)  # type: ignore[arg-type]
+            initial_rows(keys, 3, np.dtype(dtype), InitSpec(kind), 0, backend)

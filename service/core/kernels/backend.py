@@ -117,7 +117,8 @@ class Kernel:
             return self.numpy
         compiled = self.compiled
         if self.around is None:
-            return compiled  # type: ignore[no-any-return]
+            kernel: Callable[..., Any] = compiled
+            return kernel
         return self.around(*compiled) if isinstance(compiled, tuple) else self.around(compiled)
 
     @property

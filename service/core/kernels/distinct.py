@@ -144,8 +144,10 @@ def _distinct_around(pack: Any, unpack: Any, runs: Any) -> Callable[[np.ndarray]
         packed, lowest, fits = pack(ids, shift)
         if fits:
             packed.sort()
-            return unpack(packed, lowest, shift)  # type: ignore[no-any-return]
-        return runs(ids, np.argsort(ids, kind="stable"))  # type: ignore[no-any-return]
+            distinct: tuple[np.ndarray, np.ndarray] = unpack(packed, lowest, shift)
+            return distinct
+        distinct = runs(ids, np.argsort(ids, kind="stable"))
+        return distinct
 
     return sorted_distinct
 
