@@ -1,11 +1,16 @@
 # The commands people and CI run. Each sets itself up on a fresh machine: it makes the virtual
 # environment .venv with Python 3.11 and installs the project into it when pyproject.toml changes
-# (`make serve` the service, `.[server]`; `make test` the test extra, which includes the server).
+# (`make serve` the service, `.[server]`; `make test` the test extra, which includes the server
+# and the docs; `make check` the dev extra too). docs/development.md says more.
 #
 #   make serve        start the service on http://127.0.0.1:8000 (python -m service.api: every
 #                     start flag comes from the EMBED_* settings, service/api/server.py)
-#   make test         run the whole test suite (the browser tests need Debian's chromium and
-#                     chromium-driver: .ci/run installs them)
+#   make test         run the whole test suite (the docker, browser and bench tests need programs
+#                     outside Python: docs/development.md says which; .ci/run installs them)
+#   make check        what CI runs: ruff, mypy (strict on service/), then exactly `make test`
+#   make lint         ruff check .
+#   make types        mypy (configured in pyproject.toml)
+#   make docs         the documentation site into site/ (mkdocs build --strict)
 #   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py): installs
 #                     the bench extra and Debian's redis-server if missing, prints the table,
 #                     writes bench/results/latest.{md,json,png}; BENCH_ARGS=--quick for a smoke run
@@ -24,7 +29,11 @@ BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-stamp
 EXTRAS ?= test
 
-.PHONY: serve test install lint bench clean
+DEV_STAMP := $(VENV)/.dev-stamp
+# mkdocs-material announces its end of life on every build; the docs say what it is built with
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: serve test check lint types docs install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,8 +65,22 @@ bench: $(BENCH_STAMP)
 	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
-lint: $(STAMP)
+$(DEV_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(DEV_STAMP)
+
+lint: $(DEV_STAMP)
 	$(BIN)/python -m ruff check .
 
+types: $(DEV_STAMP)
+	$(BIN)/python -m mypy
+
+# In this order (make runs prerequisites left to right): the quick checks fail first.
+check: lint types test
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+	@echo "the site is in site/ (open site/index.html)"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site

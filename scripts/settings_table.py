@@ -1,10 +1,10 @@
-"""The README's table of settings, generated from the Settings class (one row per field).
+"""The docs' table of settings, generated from the Settings class (one row per field).
 
     .venv/bin/python scripts/settings_table.py          # print the table
-    .venv/bin/python scripts/settings_table.py --write  # put it into README.md
+    .venv/bin/python scripts/settings_table.py --write  # put it into docs/configuration.md
 
-tests/test_settings_table.py fails when README.md's table differs from this output, so a new
-setting is documented the moment it is added.
+tests/test_settings_table.py fails when docs/configuration.md's table differs from this output,
+so a new setting is documented the moment it is added.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.api.settings import Settings  # noqa: E402
 
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- settings-table -->", "<!-- /settings-table -->"
 
 
@@ -45,16 +45,17 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def readme_with_table(readme: str) -> str:
-    before, _, rest = readme.partition(START)
+def page_with_table(page: str) -> str:
+    """`page` with the text between its START and END markers replaced by the table."""
+    before, _, rest = page.partition(START)
     _, _, after = rest.partition(END)
     if not rest:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
+        raise SystemExit(f"{PAGE.relative_to(ROOT)} has no {START} ... {END} markers")
     return f"{before}{START}\n{settings_table()}\n{END}{after}"
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv[1:]:
-        README.write_text(readme_with_table(README.read_text()))
+        PAGE.write_text(page_with_table(PAGE.read_text()))
     else:
         print(settings_table())

@@ -4,6 +4,7 @@
   library only, so every layer may import it.
 - service/core: nothing of service.api or service.client, no web framework or HTTP client.
 - service/client: nothing of service.api or service.core, nothing of the server's stack.
+- service/api: nothing of service.client; service/training: only the client, never the core.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def test_the_codec_needs_numpy_only() -> None:
 @pytest.mark.parametrize(("layer", "forbidden"), [
     ("core", ("service.api", "service.client", "fastapi", "starlette", "httpx", "uvicorn")),
     ("client", ("service.api", "service.core", "fastapi", "starlette", "uvicorn", "pydantic")),
+    ("api", ("service.client",)),  # the server never calls itself through the SDK
+    ("training", ("service.core", "service.api")),  # trainers reach tables through the client
 ])
 def test_layer_imports_nothing_it_must_not(layer: str, forbidden: tuple[str, ...]) -> None:
     files = sorted((SERVICE / layer).rglob("*.py"))

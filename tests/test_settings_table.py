@@ -1,4 +1,5 @@
-"""README.md's table of settings is the one scripts/settings_table.py makes from Settings."""
+"""docs/configuration.md's table of settings is the one scripts/settings_table.py makes from
+Settings."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ def load_script():  # scripts/ is not a package
     return module
 
 
-def test_readme_lists_every_setting_as_the_class_describes_it() -> None:
+def test_the_docs_list_every_setting_as_the_class_describes_it() -> None:
     script = load_script()
-    readme = (ROOT / "README.md").read_text()
-    assert readme == script.readme_with_table(readme), (
-        "README.md's settings table is out of date: run "
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert page == script.page_with_table(page), (
+        "docs/configuration.md's settings table is out of date: run "
         ".venv/bin/python scripts/settings_table.py --write"
     )
     for name in Settings.model_fields:
-        assert f"`EMBED_{name.upper()}`" in readme
+        assert f"`EMBED_{name.upper()}`" in page
 
 
 def test_every_setting_has_a_description() -> None:

@@ -3,9 +3,9 @@
 A 4096-row lookup reply is 1 MiB, a push body as large. glibc serves blocks above its mmap
 threshold (128 KiB at start, raised as such blocks are freed) with fresh pages from the kernel,
 and gives them back on free: while one reply is still being sent the next gets new pages, and
-every one of its 256 pages faults on first touch. Measured here (bench/compare.py's machine):
-a 4096-row reply built that way took 0.92 ms, 0.13 ms from memory the heap kept. Fixing the mmap
-threshold (and the trim threshold at twice it, glibc's own ratio) keeps such blocks in the heap.
+every one of its 256 pages faults on first touch, several times the cost of building the reply
+from memory the heap kept (docs/performance.md has the figures). Fixing the mmap threshold (and
+the trim threshold at twice it, glibc's own ratio) keeps such blocks in the heap.
 
     tune_malloc(32 * 2**20)   # once per process; a no-op where libc is not glibc
 """

@@ -4,13 +4,13 @@ request to the same code here, so both give the same reply to the same request, 
 
 Binary bodies skip pydantic and JSON entirely: .npy bytes are read with np.frombuffer (no copy)
 and the reply rows are gathered straight into the reply buffer. Small operations run right on
-the event loop when their table is free: a hop to the thread pool costs more (about 100 us
-with its GIL hand-offs) than gathering 4096 rows. "Small" is counted in bytes of rows
-(inline_max_bytes), not ids: 8 ids of dim 65536 are as much work as 8192 of dim 64. Larger ones,
-or any that would wait for the table's lock, run in the thread pool (numpy releases the GIL), so
-the loop keeps serving. The bytes of rows a request would make the service hold (the reply of a
-lookup, the gradient of a push, the text of a JSON reply) are checked against max_rows_bytes
-before anything is allocated.
+the event loop when their table is free: a hop to the thread pool, with its GIL hand-offs,
+costs more than gathering 4096 rows (docs/performance.md has the figures). "Small" is counted
+in bytes of rows (inline_max_bytes), not ids: 8 ids of dim 65536 are as much work as 8192 of
+dim 64. Larger ones, or any that would wait for the table's lock, run in the thread pool (numpy
+releases the GIL), so the loop keeps serving. The bytes of rows a request would make the
+service hold (the reply of a lookup, the gradient of a push, the text of a JSON reply) are
+checked against max_rows_bytes before anything is allocated.
 
     reply = await handlers.lookup(Exchange.of_request(request, name, tables, settings))
 """

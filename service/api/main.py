@@ -35,7 +35,7 @@ from service.core.warm_up import warm_up
 
 log = logging.getLogger("service")
 # The service has its own metrics (/metrics). FastAPI >= 0.16x's OpenTelemetry hooks, unused,
-# still looked up three providers on every request (about 10 us of a 32-id lookup).
+# still looked up three providers on every request (their cost: docs/performance.md).
 NO_FASTAPI_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     install_ui(app)
     flat_routes(app.router.routes)  # FastAPI builds each route's state on first use: now, not
-    # in the first request (about 10-20 ms)
+    # in the first request (what that costs: docs/performance.md, start-up)
     return app
 
 

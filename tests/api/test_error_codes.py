@@ -2,7 +2,7 @@
 so clients can tell apart errors that share a status (409: table_exists, stale_gradient).
 
 Each error class states its status and code; the codes are a wire contract (clients in the field
-branch on them), so the whole table is pinned here, the README lists it, and every error reply
+branch on them), so the whole table is pinned here, docs/api.md lists it, and every error reply
 of the bad-input suite (tests/api/test_bad_input.py) must carry a code of it with its status."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.api.helpers import NPZ, create, npz_bytes
 from tests.conftest import ROOT
 
 # The codes sent today, with their statuses. A code never changes once clients have seen it:
-# a new kind of error adds a row (and a row in the README and in the client's ERROR_OF_CODE).
+# a new kind of error adds a row (and a row in docs/api.md and in the client's ERROR_OF_CODE).
 WIRE_CODES = {
     "table_not_found": 404,
     "table_exists": 409,
@@ -123,7 +123,7 @@ def test_replies_carry_the_code(api: httpx.Client, table_name: str) -> None:
     assert (unknown.status_code, unknown.headers["x-error-code"]) == (404, "not_found")
 
 
-def test_the_readme_lists_every_code_with_its_status() -> None:
-    readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", readme, flags=re.MULTILINE))
+def test_the_docs_list_every_code_with_its_status() -> None:
+    page = (ROOT / "docs" / "api.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", page, flags=re.MULTILINE))
     assert {code: int(status) for code, status in rows.items()} == WIRE_CODES
