@@ -10,7 +10,7 @@
 # setuptools). The last stage is the service; "trainer" is the word2vec example beside it.
 # Kept apart, the big dependency layer is reused as long as pyproject.toml does not change: a
 # code change rebuilds and ships a layer of about 4 MB (3 MB of it the API pages' files).
-# Settings are EMBED_* environment variables (README, "Configuration"). Where the container's
+# Settings are EMBED_* environment variables (docs/configuration.md). Where the container's
 # default differs from the service's it is set below: data in /data, and a snapshot of the changed
 # tables every 60 s besides the one on shutdown (a killed container loses at most a minute).
 

@@ -1,6 +1,6 @@
 """Slow, obviously-right implementations to check the service against.
 
-`ReferenceEmbedding` is the plain-numpy layer the project grew from (../shared/seed/): forward
+`ReferenceEmbedding` is the plain-numpy layer the project grew from, as it was: forward
 W[idx], backward zero dW then np.add.at, SGD W -= lr * dW. `NaiveEmbedding` does the same with
 Python loops, element by element, so it shares no numpy shortcut with the service.
 """

@@ -5,9 +5,9 @@ trains a table through the published port, stops the container gracefully, repla
 new one and finds the trained weights intact on the volume; everything is torn down afterwards
 (`down -v`, the image tag removed, the build cache kept), failures included.
 
-Needs a Docker engine (`../shared/docker/ensure-engine.sh` sets one up, `base-image.sh` the
-python:3.11-slim base where no registry is reachable). Without one these tests skip and say so
-loudly; under CI (CI=true) they fail instead, because there the engine must be had.
+Needs a Docker engine and compose (docs/development.md says how to get them). Without one these
+tests skip and say so loudly; under CI (CI=true) they fail instead, because there the engine must
+be had (.ci/run starts one).
 """
 
 from __future__ import annotations
@@ -161,8 +161,10 @@ def stack(request: pytest.FixtureRequest) -> ComposeStack:
     reason = missing_engine()
     if reason is not None:
         message = (
-            f"DOCKER TESTS NOT RUN: {reason}. Start an engine (../shared/docker/ensure-engine.sh "
-            "and ../shared/docker/base-image.sh) to run them."
+            f"DOCKER TESTS NOT RUN: {reason}. Install a Docker engine and compose and start "
+            "it (Debian: `apt-get install docker.io docker-compose`, then `systemctl start "
+            "docker` or `dockerd &`; elsewhere Docker Engine or Docker Desktop), as a user "
+            "who may run `docker`; docs/development.md lists what each test needs."
         )
         say_loudly(request.config, f"WARNING: {message}")
         if os.environ.get("CI"):
@@ -338,7 +340,8 @@ def test_compose_file_is_readable_by_docker_compose() -> None:
     """`config` validates the file (version, keys, substitutions) with the installed compose."""
     command = compose_command()
     if command is None:
-        pytest.skip("no docker compose here to validate the file with")
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed to validate the "
+                    "file with (docs/development.md says how to get them)")
     done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "config", "--quiet"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

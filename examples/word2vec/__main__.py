@@ -4,7 +4,7 @@
 
 trains on a whitespace-tokenized text file instead of the planted topics, with the settings
 TEXT_DEFAULTS holds unless given (chosen by the Spearman correlation they reach on real text:
-README, "Train on your own text"); `python -m examples.word2vec.texts DIR` writes real text and
+docs/training.md, "Train on your own text"); `python -m examples.word2vec.texts DIR` writes real text and
 WordSim-353 from gensim's wheel.
 
 The service's URL is --url, else the EMBED_URL environment variable, else
@@ -53,7 +53,7 @@ HELP = {
     "subsample": "with --corpus: word2vec's subsampling threshold for frequent words (0: off)",
 }
 # With --corpus, these replace the planted-topic defaults unless given on the command line:
-# chosen by the Spearman correlation with WordSim-353 they reach on real text (README).
+# chosen by the Spearman correlation with WordSim-353 they reach on real text (docs/training.md).
 TEXT_DEFAULTS = {"dim": 100, "window": 4, "lr": 20.0, "batch_size": 256, "epochs": 12,
                  "update": "mean", "eval_examples": 4096}
 FLAGS = {"corpus_path": "--corpus", "eval_pairs": "--eval-pairs"}

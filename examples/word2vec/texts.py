@@ -6,7 +6,7 @@ first English Wikipedia articles, and WordSim-353. This writes, into DIR,
 
     lee.txt        the Lee corpus, one article a line, lowercase words ([a-z'] runs)
     wiki.txt       the Wikipedia articles' text (markup stripped), one article a line, likewise
-    text.txt       both together: the corpus the README's figures were measured on
+    text.txt       both together: the corpus docs/training.md's figures were measured on
     wordsim353.tsv word, word, human score (copied as it is)
 
 gensim is only the carrier of those files (pip install -e '.[text]'); it is never imported,

@@ -6,7 +6,7 @@ the web layer's own kinds are below. Every reply of the service's making is rend
 service_error_reply, whether it comes from a route, the binary fast path or a middleware (auth,
 body limits, idempotency keys). Starlette's own refusals (an unknown path, a method a route
 does not serve) are HTTPExceptions; they get codes by status from HTTP_EXCEPTION_CODES.
-`wire_codes()` lists every code with its status: the README's table, checked by a test.
+`wire_codes()` lists every code with its status: docs/api.md's table, checked by a test.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ServerError(EmbeddingClientError):
 
 
 # The one table: the server's X-Error-Code of each failure reply -> what the client raises. The
-# codes are the service's wire contract (its README lists them); the sentence is never read.
+# codes are the service's wire contract (docs/api.md lists them); the sentence is never read.
 ERROR_OF_CODE: dict[str, type[EmbeddingClientError]] = {
     "table_not_found": TableNotFoundError,
     "table_exists": TableExistsError,

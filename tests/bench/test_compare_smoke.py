@@ -42,7 +42,8 @@ def test_quick_run_prints_eight_rows_and_writes_results(tmp_path: Path) -> None:
     assert verdicts[4] in ("PASS", "MISS") and verdicts[8] in ("PASS", "MISS")  # torch: test extra
     if shutil.which("redis-server") is None:  # CI machines may lack it: said, not failed
         print("\nbench smoke: redis-server not installed here, rows 1-2 ran without their peer "
-              "(`make bench` installs it)", file=sys.__stderr__)
+              "(`apt-get install redis-server` on Debian; `make bench` installs it)",
+              file=sys.__stderr__)
         assert verdicts[1] == verdicts[2] == "SKIP"
         assert "rows 1-2 without their peer: redis-server not found" in run.stdout
     else:
