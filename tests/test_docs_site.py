@@ -84,7 +84,7 @@ def test_every_page_is_in_the_navigation_and_built(site: Path) -> None:
     pages = nav_pages()
     assert sorted(pages) == sorted(path.name for path in DOCS.glob("*.md"))
     for page in pages:
-        built = site / ("index.html" if page == "index.md" else f"{page[:-3]}/index.html")
+        built = site / f"{page[:-3]}.html"
         assert built.is_file(), f"{page} was not built"
     assert (site / "bench" / "results" / "latest.png").is_file()  # the benchmark's plot
 
