@@ -4,8 +4,8 @@
 
 trains on a whitespace-tokenized text file instead of the planted topics, with the settings
 TEXT_DEFAULTS holds unless given (chosen by the Spearman correlation they reach on real text:
-docs/training.md, "Train on your own text"); `python -m examples.word2vec.texts DIR` writes real text and
-WordSim-353 from gensim's wheel.
+docs/training.md, "Train on your own text"); `python -m examples.word2vec.texts DIR` writes
+real text and WordSim-353 from gensim's wheel.
 
 The service's URL is --url, else the EMBED_URL environment variable, else
 http://127.0.0.1:8000; --serve starts a service of its own on a free port instead
