@@ -96,7 +96,7 @@ def empty(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarr
     of it is about to be written): that would touch a large reply's memory twice."""
     head = header(dtype, shape)
     buffer = np.empty(len(head) + math.prod(shape) * dtype.itemsize, dtype=np.uint8)
-    buffer[: len(head)] = np.frombuffer(head, dtype=np.uint8)
+    buffer.data[: len(head)] = head
     view = buffer[len(head) :].view(dtype).reshape(shape)
     return buffer, view
 
@@ -170,6 +170,8 @@ def _view(
     shape = layout.shape
     try:
         array = np.frombuffer(buffer, dtype=layout.dtype, count=math.prod(shape), offset=offset)
+        if len(shape) == 1:  # already its shape
+            return array
         return array.reshape(shape[::-1]).T if layout.fortran_order else array.reshape(shape)
     except (ValueError, TypeError) as error:  # e.g. no array has shape (2**31, 2**33, 0)
         raise NpyError(f"{field} has shape {list(shape)}: {error}") from None

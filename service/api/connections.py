@@ -14,7 +14,7 @@ where the bytes arrive.
   `body_min_rate` bytes a second never times out, one slower is cut off `body_timeout` seconds
   behind. While the server itself has stopped reading (the app is not consuming the body yet)
   the client is not held to it. Else: 408 if no reply was started, connection closed; the app
-  sees the client gone (ClientDisconnect), logged as 408 (service.api.observe).
+  sees the client gone (ClientDisconnect), logged as 408 (service.api.middleware.observe).
 - Connections: with `max_connections` open, one more is answered 503 at once and closed (its
   request, if sent, is read and dropped for a second so the 503 is not lost to a reset).
 
@@ -28,7 +28,9 @@ cancelled per request.
 from __future__ import annotations
 
 import asyncio
+import collections
 import http
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +39,10 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.errors import RequestTimeout, TooManyConnections
-from service.api.observe import TIMED_OUT
+from service.api.middleware.observe import TIMED_OUT
 from service.core.errors import EmbeddingServiceError
 
+JOIN_BYTES = 64 * 2**10  # a body up to this size is joined to its head (one copy): one write
 REFUSED_LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) before closing
 MAX_SWEEP_SECONDS = 1.0
 
@@ -63,6 +66,51 @@ def canned_reply(error: EmbeddingServiceError) -> bytes:
     return head.encode("latin-1") + body
 
 
+class OneWrite:
+    """The transport one reply is written through: its head is held back and written with the
+    first part of its body, in one write. uvicorn writes a reply's head and body separately:
+    two system calls, and on loopback often two wake-ups of the client, where one does.
+    Writes before the reply starts (100 Continue) pass at once; whatever is held when the reply
+    ends (a HEAD reply's head) or the connection closes is written then."""
+
+    __slots__ = ("transport", "cycle", "head", "started")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        # the request's cycle, once uvicorn has made it; weakly: the cycle holds this transport,
+        # and a cycle of references per request would be left to the garbage collector
+        self.cycle: Callable[[], Any] = lambda: None
+        self.head: bytes | None = None
+        self.started = False  # the reply's head has come
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            if len(data) <= JOIN_BYTES:
+                self.transport.write(head + data)
+            else:  # no copy of a large body: one writev of both
+                self.transport.writelines((head, data))
+        elif not self.started and (cycle := self.cycle()) is not None and cycle.response_started:
+            self.started = True  # uvicorn writes the head right after marking the reply started
+            self.head = bytes(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head and body deadlines and a connection bound. Made
     for one server by `bounded_protocol`, which sets the two class attributes below."""
@@ -77,6 +125,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._deadline = 0.0
         self._refused = False
         self._linger: asyncio.TimerHandle | None = None
+        self._replies: collections.deque[OneWrite] = collections.deque()  # in request order
 
     # -- connections -----------------------------------------------------------------------
     # asyncio.Protocol declares a BaseTransport; uvicorn's own protocol, like this one, is
@@ -119,8 +168,21 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._start("head", self.limits.head_timeout)
 
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
+        transport, previous = self.transport, self.cycle
+        one_write = self.transport = OneWrite(transport)  # type: ignore[assignment]
+        try:  # the request's cycle is made here, and writes through one_write
+            super().on_headers_complete()
+        finally:
+            self.transport = transport
+        if self.cycle is not previous:
+            one_write.cycle = weakref.ref(self.cycle)
+            self._replies.append(one_write)
         self._start("body", self.limits.body_timeout)
+
+    def on_response_complete(self) -> None:
+        while self._replies and getattr(self._replies[0].cycle(), "response_complete", True):
+            self._replies.popleft().flush()  # a HEAD reply has no body to take its head along
+        super().on_response_complete()
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)

@@ -6,7 +6,8 @@ Here the same pages point at `/docs/assets/...`, the files of docs_assets/, whic
 scripts/docs_assets.py takes from pinned npm packages (swagger-ui-dist, redoc, @fontsource) and
 tests/api/test_docs_assets.py checks against the digests in docs_assets/manifest.json. The
 bearer token flow ("Authorize") is Swagger UI's own; the pages, the assets and the OpenAPI
-document stay open when EMBED_TOKEN is set (service.api.auth).
+document stay open when EMBED_TOKEN is set (their routes are marked open:
+service.api.middleware.routes).
 
 Both pages carry a Content-Security-Policy that lets them load nothing from another origin: the
 promise above then holds in every browser, online too (ReDoc's sidebar would otherwise fetch
@@ -26,6 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.exceptions import HTTPException
+
+from service.api.middleware.routes import route_policy
 
 ASSETS_DIR = Path(__file__).with_name("docs_assets")
 ASSETS_PATH = "/docs/assets"
@@ -101,6 +104,7 @@ def install_docs(app: FastAPI) -> None:
         return root + openapi_path, root + ASSETS_PATH, root + OAUTH2_REDIRECT_PATH
 
     @app.get(DOCS_PATH, include_in_schema=False)
+    @route_policy(open=True)
     async def swagger_ui(request: Request) -> HTMLResponse:
         openapi_url, assets, oauth2_redirect = urls(request)
         return with_csp(get_swagger_ui_html(
@@ -115,10 +119,12 @@ def install_docs(app: FastAPI) -> None:
         ))
 
     @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
+    @route_policy(open=True)
     async def swagger_ui_redirect() -> HTMLResponse:
         return with_csp(get_swagger_ui_oauth2_redirect_html())
 
     @app.get(ASSETS_PATH + "/{path:path}", include_in_schema=False)
+    @route_policy(open=True)
     async def docs_asset(path: str) -> FileResponse:
         if path not in ASSET_FILES:
             raise HTTPException(404, f"path {path!r} is not a file of the API pages")
@@ -129,6 +135,7 @@ def install_docs(app: FastAPI) -> None:
         )
 
     @app.get(REDOC_PATH, include_in_schema=False)
+    @route_policy(open=True)
     async def redoc(request: Request) -> HTMLResponse:
         openapi_url, assets, _ = urls(request)
         return with_csp(HTMLResponse(redoc_html(f"{app.title} - ReDoc", openapi_url, assets)))

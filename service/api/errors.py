@@ -46,7 +46,7 @@ class NotAcceptable(EmbeddingServiceError):
 
 
 class Unauthorized(EmbeddingServiceError):
-    """A request without the right bearer token (service.api.auth)."""
+    """A request without the right bearer token (service.api.middleware.auth)."""
 
     status_code = 401
     code = "unauthorized"
@@ -164,7 +164,7 @@ def http_error_reply(error: HTTPException) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """The replies to errors raised in routes; the binary fast path (service.api.fast_path)
+    """The replies to errors raised in routes; the binary fast path (service.api.middleware)
     calls service_error_reply and http_error_reply itself, so its errors are the same."""
 
     async def service_error(request: Request, error: Exception) -> JSONResponse:

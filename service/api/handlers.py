@@ -1,5 +1,5 @@
 """The lookup and gradient-push handlers, shared by the FastAPI routes (the documented API,
-service.api.routes.operations) and the binary fast path (service.api.fast_path): both hand a
+service.api.routes.operations) and the binary fast path (service.api.middleware): both hand a
 request to the same code here, so both give the same reply to the same request, byte for byte.
 
 Binary bodies skip pydantic and JSON entirely: .npy bytes are read with np.frombuffer (no copy)

@@ -12,19 +12,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.api.allocator import tune_malloc
-from service.api.auth import BearerAuth, document_bearer_auth
 from service.api.docs_ui import install_docs
 from service.api.durability import QuietStartupRefusal, durable_tables
 from service.api.errors import install_error_handlers
-from service.api.fast_path import BinaryFastPath
-from service.api.idempotency import Idempotency, ReplyStore
-from service.api.limits import BodySizeLimit, RouteLimit
+from service.api.logs import configure_logging
 from service.api.metrics import AppMetrics
 from service.api.metrics import router as metrics_router
-from service.api.observe import RequestObserver, configure_logging, flat_routes
+from service.api.middleware.auth import document_bearer_auth
+from service.api.middleware.replies import ReplyStore
+from service.api.middleware.routes import RouteTable, flat_routes, route_policy
+from service.api.middleware.stack import ServiceMiddleware
 from service.api.routes import explore, health, operations, snapshots, tables
 from service.api.settings import Settings, get_settings
 from service.api.ui_page import install_ui
@@ -40,6 +42,42 @@ NO_FASTAPI_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
 )
+
+
+def framework_layers() -> tuple[type, ...]:
+    """The layers FastAPI puts in front of its routing that ServiceMiddleware stands in for:
+    Starlette's 500 replies, and FastAPI's exception telemetry and app-wide body limit
+    (neither used: telemetry is off, and the body limits are the service's own)."""
+    layers: list[type] = [ServerErrorMiddleware]
+    try:
+        from fastapi._body_limit import AppBodyLimitMiddleware
+        from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
+    except ImportError:  # FastAPI before 0.16x has neither
+        return tuple(layers)
+    return (*layers, AppBodyLimitMiddleware, ExceptionTelemetryMiddleware)
+
+
+class ServiceApp(FastAPI):
+    """FastAPI whose middleware is the service's: one ASGI hop (ServiceMiddleware) in front of
+    FastAPI's exception handlers and routing, for every request; the lifespan through
+    QuietStartupRefusal."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HTTP straight to the middleware (FastAPI's own __call__ checks, per request, for a
+        root_path and the telemetry this app turns off); everything else through FastAPI."""
+        if scope["type"] == "http" and self.middleware_stack is not None and not self.root_path:
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        layers = framework_layers()
+        while isinstance(inner, layers):
+            inner = inner.app  # type: ignore[attr-defined]
+        return ServiceMiddleware(inner, self.router.routes, self.state,
+                                 lifespan=QuietStartupRefusal(inner))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             "reach its port can read and change every table")
             yield
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Embedding parameter service",
         version=__version__,
         summary="Named embedding tables in memory: lookup, gradient push, optimizer apply.",
@@ -84,36 +122,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.registry.add_memory_holder(app.state.idempotency)
     tune_malloc(settings.malloc_mmap_threshold_bytes)
-    if settings.binary_fast_path:  # innermost: every middleware below sees its requests
-        app.add_middleware(BinaryFastPath, state=app.state, routes=app.router.routes)
-    # Added first (after the fast path), so it runs innermost (after the body limit and any
-    # auth): only requests that reach the routes are remembered.
-    app.add_middleware(Idempotency, store=app.state.idempotency)
     app.state.metrics = AppMetrics(app.state.registry, app.state.idempotency)
     app.state.snapshots = SnapshotStore(
         settings.data_dir, max_bytes_per_second=settings.snapshot_max_bytes_per_second
     )
-    app.add_middleware(
-        BodySizeLimit,
-        max_body_bytes=settings.max_body_bytes,
-        route_limits=[RouteLimit("PUT", r"/v1/tables/[^/]+/weights", "max_weights_body_bytes",
-                                 settings.max_weights_body_bytes or settings.memory_budget_bytes)],
-    )
-    if settings.token is not None:  # outside the body limit: a stranger's body is never read
-        app.add_middleware(BearerAuth, token=settings.token.get_secret_value())
-        describe = app.openapi
-        # FastAPI's documented way to extend the schema; mypy sees a method being replaced
-        app.openapi = lambda: document_bearer_auth(describe())  # type: ignore[method-assign]
-    app.add_middleware(  # outermost: it sees every reply
-        RequestObserver, metrics=app.state.metrics, routes=app.router.routes
-    )
-    app.add_middleware(QuietStartupRefusal)  # the lifespan only
     app.include_router(metrics_router)
     install_error_handlers(app)
     for module in (health, tables, operations, snapshots, explore):
         app.include_router(module.router)
     install_docs(app)
     install_ui(app)
+    for route in app.router.routes:  # FastAPI's own route: the API description holds no data
+        if getattr(route, "path", None) == app.openapi_url:
+            route_policy(open=True)(route.endpoint)  # type: ignore[attr-defined]
+    if settings.token is not None:
+        describe = app.openapi
+        # FastAPI's documented way to extend the schema; mypy sees a method being replaced
+        app.openapi = lambda: document_bearer_auth(  # type: ignore[method-assign]
+            describe(), RouteTable(app.router.routes).open_paths())
     flat_routes(app.router.routes)  # FastAPI builds each route's state on first use: now, not
     # in the first request (what that costs: docs/performance.md, start-up)
     return app

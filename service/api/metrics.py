@@ -3,7 +3,8 @@
 Every app gets its own CollectorRegistry (several apps in one test process never clash). Labels
 are the route template, method, status and table name: never an id, never a value of a table.
 
-- request counts and latency come from `RequestObserver` (service.api.observe), per request;
+- request counts and latency come from `RequestObserver` (service.api.middleware.observe), per
+  request, through series bound once per label set (`series`);
 - rows looked up / pushed / updated are counted by the routes (`count_rows`), per table object,
   and read at scrape time, so a deleted table's series disappear with it;
 - table bytes, pending rows and steps are read from the registry at scrape time (never stale),
@@ -38,7 +39,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.api.idempotency import ReplyStore
+from service.api.middleware.replies import ReplyStore
+from service.api.middleware.routes import route_policy
 from service.core.registry import TableRegistry
 from service.core.table import EmbeddingTable
 
@@ -141,16 +143,25 @@ class AppMetrics:
             "head_timeout, body_timeout (408), too_many_connections (503).", ["reason"],
             registry=self.registry,
         )
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.rows: weakref.WeakKeyDictionary[EmbeddingTable, RowCounts] = (
             weakref.WeakKeyDictionary()
         )
         self.registry.register(TableCollector(tables, self.rows, replies))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+    def series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and the latency histogram's series of these labels, bound once
+        and then taken from a dict: prometheus-client's labels() checks and joins the label
+        values and takes a lock on every call. The labels are bounded (methods, route
+        templates, statuses), so the dict is too."""
+        key = (method, route, status)
+        bound = self._series.get(key)
+        if bound is None:
+            labels = (method, route, str(status))
+            bound = self._series[key] = (self.requests.labels(*labels),
+                                         self.latency.labels(*labels))
+        return bound
 
     def count_closed_connection(self, reason: str) -> None:
         self.closed_connections.labels(reason).inc()
@@ -202,6 +213,7 @@ router = APIRouter(tags=["health"])
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                      "description": "Prometheus text format."}},
 )
+@route_policy(open=True)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests and latency by route and status, rows and bytes by table.
     Open even when a token is set: it shows table names, never ids or values."""

@@ -43,9 +43,15 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """`python -m service.api` in a child process on 127.0.0.1; `env` adds EMBED_* variables."""
+    """`python -m service.api` in a child process on 127.0.0.1; `env` adds EMBED_* variables;
+    `app` ("module:attribute", importable from `cwd`) serves another ASGI app on the same
+    server configuration (it must answer GET /healthz with 200)."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+        app: str | None = None,
+    ) -> None:
+        self.app = app  # "module:attribute": another ASGI app on the service's server flags
         self.env = {**os.environ, **(env or {})}
         self.own_data_dir: Path | None = None
         if "EMBED_DATA_DIR" not in (env or {}):  # snapshots never land in the caller's ./data
@@ -70,8 +76,11 @@ class ServiceProcess:
             listener.listen(2048)
             self.port = listener.getsockname()[1]
             self.url = f"http://127.0.0.1:{self.port}"
+            command = [sys.executable, "-m", "service.api", "--fd", str(listener.fileno())]
+            if self.app is not None:
+                command += ["--app", self.app]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.api", "--fd", str(listener.fileno())],
+                command,
                 env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(listener.fileno(),),
             )

@@ -19,25 +19,30 @@ servers start the service this way (the last three through service.api.process).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import resource
 import socket
 import sys
 
 import uvicorn
-from fastapi import FastAPI
+import uvicorn.importer
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
 from service.api.connections import ConnectionLimits, bounded_protocol
-from service.api.observe import configure_logging
+from service.api.logs import configure_logging
 from service.api.settings import Settings, get_settings
 
 log = logging.getLogger("service")
 FILES_BESIDES_CONNECTIONS = 64  # snapshots, the log, the listening socket, libraries
 
 
-def build_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn configuration of the service, every flag from `settings`."""
+def build_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn configuration of the service, every flag from `settings`. `app` is the
+    service's (or, for a benchmark's floor, any ASGI app: connections the protocol closes are
+    then counted nowhere)."""
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
     limits = ConnectionLimits(
         max_connections=settings.max_connections,
         head_timeout=settings.request_head_timeout_seconds,
@@ -49,7 +54,7 @@ def build_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvic
         host=host,
         port=port,
         loop="uvloop",
-        http=bounded_protocol(limits, app.state.metrics.count_closed_connection),
+        http=bounded_protocol(limits, metrics.count_closed_connection if metrics else ignore),
         workers=1,
         lifespan="on",
         access_log=False,
@@ -59,6 +64,10 @@ def build_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvic
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,  # type: ignore[arg-type]
     )
+
+
+def ignore(reason: str) -> None:
+    """Where a closed connection's reason goes when the app has no metrics."""
 
 
 def raise_file_limit(max_connections: int) -> None:
@@ -89,10 +98,15 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def serve(host: str, port: int, fd: int | None = None) -> None:
-    """Run the service until SIGTERM or SIGINT; on a listening socket's descriptor if `fd`."""
+def serve(host: str, port: int, fd: int | None = None, app_path: str | None = None) -> None:
+    """Run the service until SIGTERM or SIGINT; on a listening socket's descriptor if `fd`.
+    `app_path` ("module:attribute") serves another ASGI app on the same server configuration
+    instead: what bench/load.py measures as the floor under the service."""
     settings = settings_or_exit()
-    from service.api.main import app  # built from the same (cached) settings
+    if app_path is None:
+        from service.api.main import app  # built from the same (cached) settings
+    else:
+        app = uvicorn.importer.import_from_string(app_path)
 
     configure_logging(settings.log_level, "uvicorn")
     raise_file_limit(settings.max_connections)
@@ -100,6 +114,10 @@ def serve(host: str, port: int, fd: int | None = None) -> None:
     sockets = [socket.socket(fileno=fd)] if fd is not None else None
     if sockets is not None:
         host, port = sockets[0].getsockname()[:2]
+    # What the imports and the app made lives as long as the process: the garbage collector's
+    # full collections skip it from here on (they would walk all of it, a pause in whichever
+    # request they fall on, for nothing to collect).
+    gc.freeze()
     log.info("serving on http://%s:%d", host, port)
     server.run(sockets=sockets)
 
@@ -113,5 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
     parser.add_argument("--fd", type=int, help="serve on this listening socket's file descriptor "
                         "instead (service.api.process hands one over)")
+    parser.add_argument("--app", metavar="MODULE:ATTRIBUTE", help="serve this ASGI app instead "
+                        "of the service, on the same server configuration (a benchmark's floor)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.fd)
+    serve(args.host, args.port, args.fd, args.app)

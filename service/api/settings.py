@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     def _default_budget(self) -> Settings:
         if self.memory_budget_bytes == 0:
             object.__setattr__(self, "memory_budget_bytes", int(total_memory_bytes() * 0.75))
+        if self.max_weights_body_bytes == 0:  # the limit a weight import's route names
+            object.__setattr__(self, "max_weights_body_bytes", self.memory_budget_bytes)
         return self
 
 

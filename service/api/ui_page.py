@@ -6,7 +6,8 @@ style.css. The page lists the tables with live figures read from the service's o
 table (GET /v1/tables/{name}/projection, computed by the server) as an SVG scatter plot with
 labels on hover, and finds neighbours (POST /v1/tables/{name}/neighbors) of a label or an id.
 
-The page and its three files are open (service.api.auth): they hold no data. Everything the
+The page and its three files are open (their routes are marked open for
+service.api.middleware.auth): they hold no data. Everything the
 page shows comes from /v1 routes, which need the token when EMBED_TOKEN is set: the page then
 asks for it, keeps it in the tab's sessionStorage and sends it as `Authorization: Bearer`; until
 it has a token the service accepts, it shows nothing but the question. A Content-Security-Policy
@@ -20,6 +21,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
+
+from service.api.middleware.routes import route_policy
 
 UI_DIR = Path(__file__).with_name("ui")
 UI_PATH = "/ui"
@@ -35,11 +38,13 @@ def install_ui(app: FastAPI) -> None:
     """Serve /ui and /ui/assets/{app.js, style.css} on `app`."""
 
     @app.get(UI_PATH, include_in_schema=False)
+    @route_policy(open=True)  # the page asks for the token itself
     async def ui_page() -> FileResponse:
         return FileResponse(UI_DIR / "index.html", media_type="text/html; charset=utf-8",
                             headers=HEADERS)
 
     @app.get(UI_ASSETS_PATH + "/{file}", include_in_schema=False)
+    @route_policy(open=True)
     async def ui_asset(file: str) -> FileResponse:
         if file not in UI_FILES:
             raise HTTPException(404, f"{file!r} is not a file of the /ui page")

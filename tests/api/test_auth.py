@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from service.api import codecs
-from service.api.auth import OPEN_PATHS, OPEN_PREFIXES, requires_token
+from service.api.middleware.routes import RouteTable
 from tests.conftest import LiveServer
 
 TOKEN = "correct horse battery staple"
@@ -58,15 +58,20 @@ def every_route(app: FastAPI) -> list[tuple[str, str]]:
     return found
 
 
+def requires_token(app: FastAPI, method: str, path: str) -> bool:
+    """Whether the app's routes ask a token of this request (a route marked open does not)."""
+    return not RouteTable(app.router.routes).resolve_path(method, path).policy.open
+
+
 def test_every_v1_route_needs_the_token(app: FastAPI) -> None:
     """A route another module adds later is covered too: nothing under /v1 may be open."""
-    paths = {path for _, path in every_route(app)}
-    v1 = {path for path in paths if path.startswith("/v1")}
-    assert len(v1) >= 5
-    assert all(requires_token(path) for path in v1)
-    assert {"/healthz", "/metrics"} <= OPEN_PATHS
-    assert not any(path.startswith("/v1") for path in OPEN_PATHS)
-    assert not any(path.startswith("/v1") for path in OPEN_PREFIXES)
+    v1 = [(method, path) for method, path in every_route(app) if path.startswith("/v1")]
+    assert len({path for _, path in v1}) >= 5
+    assert all(requires_token(app, method, path) for method, path in v1)
+    open_paths = RouteTable(app.router.routes).open_paths()
+    assert {"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"} <= set(open_paths)
+    assert not any(path.startswith("/v1") for path in open_paths)
+    assert requires_token(app, "GET", "/anything-no-route-serves")
 
 
 @pytest.mark.parametrize(
@@ -89,7 +94,7 @@ def test_every_route_refuses_without_the_right_token(
                                  headers=GOOD).json()["vectors"]
     for method, path in every_route(app):
         reply = client.request(method, path, headers=headers, json={"ids": [1], "grads": [[1] * 3]})
-        if requires_token(path):
+        if requires_token(app, method, path):
             assert reply.status_code == 401, (method, path, reply.text)
             assert problem in reply.json()["detail"], (method, path)
             assert reply.headers["www-authenticate"].startswith("Bearer")
@@ -126,7 +131,7 @@ def test_every_route_works_with_the_token(app: FastAPI, client: TestClient) -> N
     assert after.json()["vectors"] == [[-1.0, -2.0, -3.0]]
     # routes this test does not know (added by other modules): the token gets past auth
     for method, path in every_route(app):
-        if requires_token(path):
+        if requires_token(app, method, path):
             reply = client.request(method, path, headers=GOOD)
             assert reply.status_code != 401, (method, path)
     assert client.get("/v1/tables", headers=GOOD).json() == {"tables": []}  # DELETE ran

@@ -1,10 +1,11 @@
-"""The binary fast path (service.api.fast_path) against the FastAPI routes it stands in for:
-the same requests, good and bad, sent to an app with it and an app without it, get the same
+"""The binary fast path (service.api.middleware.fast_path) against the FastAPI routes it stands
+in for: the same requests, good and bad, sent to an app with it and an app without it, get the same
 status, headers and body bytes, leave the same tables, count the same metrics and log the same
 access lines. Every binary case of the bad-input suite is among them."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -15,7 +16,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from service.api import codecs, fast_path, handlers
+from service.api import codecs, handlers
+from service.api.middleware.routes import POLICY_ATTRIBUTE
+from service.api.routes import operations
 from tests.api.test_bad_input import CASES, NPY, NPZ, TAGS, WORDS, checksum, npz, set_up_tables
 
 TOKEN = "fast-path-token"
@@ -79,7 +82,58 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", f"{WORDS}/lookup", {"headers": NPY}),
     *[(case.method, case.path, case.request) for case in CASES
       if case.request.get("headers") in (NPY, NPZ)],
+    # what the middleware in front of both does: auth, body limits (declared and chunked),
+    # idempotency keys, routes that do not exist or do not take the method
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
+                                 "headers": {**NPY, "Authorization": None}}),  # no token
+    ("POST", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))),
+                                    "headers": {**NPY, "Authorization": "Bearer wrong"}}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
+                                 "headers": {**NPY, "Authorization": f"Basic {TOKEN}"}}),
+    ("POST", f"{WORDS}/lookup", {"content": b"x" * 70_000, "headers": {
+        **NPY, "Authorization": None}}),  # a stranger's body over the limit: 401, not 413
+    ("POST", f"{WORDS}/lookup", {"chunked": codecs.to_npy(np.array([2, 5, 2])),
+                                 "headers": NPY}),  # no Content-Length, within the limit
+    ("POST", f"{WORDS}/gradients", {"chunked": pair(np.zeros(3000, np.int64),
+                                                     np.ones((3000, 4), np.float32)),
+                                    "headers": NPY}),  # no Content-Length, over the limit
+    ("POST", f"{WORDS}/gradients", {"content": pair([3], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k" * 300}}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([3], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k-2"}}),
+    ("POST", f"{WORDS}/gradients", {"content": pair([4], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k-2"}}),  # reused
+    ("POST", f"{WORDS}/gradients", {"chunked": pair([3], np.ones((1, 4))),
+                                    "headers": {**NPY, "Idempotency-Key": "k-2"}}),  # replayed
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([0])),
+                                 "headers": {**NPY, "Idempotency-Key": "k-3"}}),
+    ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([0])),
+                                 "headers": {**NPY, "Idempotency-Key": "k-3"}}),  # replayed
+    ("POST", f"{WORDS}/gradients", {"content": b"x" * 70_000,
+                                    "headers": {**NPY, "Idempotency-Key": "k-4"}}),  # 413
+    ("HEAD", f"{WORDS}/lookup", {"headers": NPY}),
+    ("PUT", f"{WORDS}/gradients", {"content": pair([1], np.ones((1, 4))), "headers": NPY}),
+    ("POST", "/v1/nothing/here", {"content": codecs.to_npy(np.array([1])), "headers": NPY}),
+    ("POST", "/v1/nothing/here", {"content": codecs.to_npy(np.array([1])),
+                                  "headers": {**NPY, "Authorization": None}}),
+    ("GET", "/healthz", {"headers": {"Authorization": None}}),  # open
 ]
+
+
+def send(client: TestClient, method: str, path: str, request: dict[str, Any]) -> Any:
+    """client.request, where a header set to None is left out (the client sends the token by
+    default) and "chunked" is a body sent without a Content-Length, in pieces."""
+    request = dict(request)
+    headers = request.pop("headers", {})
+    chunked = request.pop("chunked", None)
+    if chunked is not None:
+        request["content"] = iter([chunked[i:i + 1000] for i in range(0, len(chunked), 1000)])
+    built = client.build_request(method, path, headers={
+        key: value for key, value in headers.items() if value is not None}, **request)
+    for key, value in headers.items():
+        if value is None:
+            del built.headers[key]
+    return client.send(built)
 
 
 def build(make_app: Callable[..., FastAPI], fast: bool) -> FastAPI:
@@ -108,7 +162,7 @@ def served(make_app: Callable[..., FastAPI]) -> Iterator[Callable[[bool], list[A
         try:
             with TestClient(app, headers=AUTH) as client:
                 set_up_tables(client)
-                replies = [client.request(method, path, **request)
+                replies = [send(client, method, path, request)
                            for method, path, request in REQUESTS]
                 metrics = [line for line in client.get("/metrics").text.splitlines()
                            if line.startswith(("embed_http_requests_total", "embed_rows_"))]
@@ -131,7 +185,10 @@ def test_same_replies_state_metrics_and_logs_with_and_without_the_fast_path(
     assert fast_tables == slow_tables
     assert fast_metrics == slow_metrics
     statuses = {status for status, _, _ in fast_replies}
-    assert {200, 404, 405, 406, 409, 413, 415, 422} <= statuses  # the cases reach every kind
+    assert {200, 401, 404, 405, 406, 409, 413, 415, 422} <= statuses  # every kind is reached
+    replayed = [headers for _, headers, _ in fast_replies if ("idempotent-replayed", "true")
+                in headers]
+    assert len(replayed) == 3
 
 
 def test_binary_requests_take_the_fast_path_and_json_ones_the_routes(
@@ -142,18 +199,19 @@ def test_binary_requests_take_the_fast_path_and_json_ones_the_routes(
     original = handlers.lookup
 
     async def spy(exchange: handlers.Exchange) -> Any:
-        readers.append(exchange.read_body.__qualname__)
+        readers.append(getattr(exchange.read_body, "func", exchange.read_body).__qualname__)
         return await original(exchange)
 
-    monkeypatch.setattr(handlers, "lookup", spy)
-    monkeypatch.setitem(fast_path.HANDLERS, "lookup", spy)
+    monkeypatch.setattr(handlers, "lookup", spy)  # what the FastAPI route calls
+    offered = dataclasses.replace(getattr(operations.lookup, POLICY_ATTRIBUTE), binary=spy)
+    monkeypatch.setattr(operations.lookup, POLICY_ATTRIBUTE, offered)  # what the fast path calls
     with TestClient(build(make_app, True), headers=AUTH) as client:
         set_up_tables(client)
         binary = client.post(f"{WORDS}/lookup", content=codecs.to_npy(np.array([2])),
                              headers=NPY)
         json = client.post(f"{WORDS}/lookup", json={"ids": [2]})
     assert (binary.status_code, json.status_code) == (200, 200)
-    assert readers == ["BinaryFastPath.__call__.<locals>.read_body", "Request.body"]
+    assert readers == ["read_into_buffer", "Request.body"]
     rows = np.load(io.BytesIO(binary.content))  # (1, 4) float32
     assert rows.tolist() == np.asarray(json.json()["vectors"], dtype=np.float32).tolist()
 
@@ -167,6 +225,7 @@ def test_a_body_in_many_pieces_is_read_as_the_same_bytes(
     the same replies and tables as when the body arrives whole."""
     posts = [(path, request) for method, path, request in REQUESTS
              if method == "POST" and len(request.get("content", b"")) > 1
+             and None not in request.get("headers", {}).values()  # (a header left out)
              and (declared or len(request["content"]) <= 65536)]  # (a chunked body over the
     # limit is refused by its size as read, not by a Content-Length: another sentence)
     rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
-"""Idempotency keys (service/api/idempotency.py): a repeat gets the first reply, even while the
-first is still running; 5xx and exceptions are forgotten; memory is bounded in count and age."""
+"""Idempotency keys (service/api/middleware/idempotency.py): a repeat gets the first reply, even
+while the first is still running; 5xx and exceptions are forgotten; memory is bounded in count
+and age."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from service.api.idempotency import MAX_REMEMBERED_BODY_BYTES, Idempotency, ReplyStore
+from service.api.middleware.idempotency import (
+    MAX_REMEMBERED_BODY_BYTES,
+    Idempotency,
+    ReplyStore,
+)
+from service.api.middleware.stack import ServiceMiddleware
 from tests.api.helpers import NPZ, create, npz_bytes
 
 
@@ -342,11 +348,11 @@ def test_settings_reach_the_middleware(make_app: Callable[..., FastAPI]) -> None
     app = make_app(idempotency_max_keys=7, idempotency_ttl_seconds=3.5,
                    idempotency_max_bytes=12345)
     stack = app.build_middleware_stack()
-    while not isinstance(stack, Idempotency):
-        stack = stack.app  # type: ignore[attr-defined]
-    assert (stack.store.max_keys, stack.store.ttl_seconds, stack.store.max_bytes) == (
-        7, 3.5, 12345)
-    assert stack.store is app.state.idempotency
+    assert isinstance(stack, ServiceMiddleware)
+    assert isinstance(stack.idempotency, Idempotency)
+    store = stack.idempotency.store
+    assert (store.max_keys, store.ttl_seconds, store.max_bytes) == (7, 3.5, 12345)
+    assert store is app.state.idempotency
 
 
 def test_a_key_reused_on_the_real_app_changes_nothing(api: httpx.Client, table_name: str) -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from service.api.observe import JsonLines
+from service.api.logs import JsonLines
 from service.api.settings import Settings
 from tests.conftest import LiveServer
 
@@ -102,6 +102,22 @@ def test_lines_are_json() -> None:
     plain = logging.LogRecord("service", logging.WARNING, __file__, 1, "disk %s", ("full",),
                               None)
     assert json.loads(JsonLines().format(plain))["message"] == "disk full"
+
+
+def test_the_time_is_the_records_own_to_the_millisecond() -> None:
+    """The formatter writes the part up to the second once a second; every stamp is still
+    datetime's own ISO 8601 of the record's time (same rounding), across seconds, backwards."""
+    import random
+    from datetime import UTC, datetime
+
+    formatter = JsonLines()
+    rng = random.Random(0)
+    times = [rng.uniform(-1e9, 2e9) for _ in range(20_000)]
+    times += [1.7e9 + rng.randrange(10**6) / 1e6 for _ in range(20_000)]  # sub-ms edges
+    times += [1.7e9 + 0.9999995, 1.7e9 - 0.0000004, 0.0, -0.5]
+    for created in times:
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert formatter.stamp(created) == expected.replace("+00:00", "Z"), created
 
 
 @pytest.mark.e2e

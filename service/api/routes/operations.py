@@ -1,8 +1,9 @@
 """The embedding layer over HTTP: lookup (forward), gradient push (backward), apply (step).
 
 These routes are the documented API (OpenAPI). Lookup and push hand the request to
-service.api.handlers, which the binary fast path (service.api.fast_path) calls too, so a request
-gets the same reply whichever way it is served. Binary bodies skip pydantic and JSON entirely.
+service.api.handlers, which the binary fast path (service.api.middleware.fast_path) calls too
+for the binary bodies these routes name, so a request gets the same reply whichever way it is
+served. Binary bodies skip pydantic and JSON entirely.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from service.api.deps import SettingsDep, TablesDep
 from service.api.errors import validate_model
 from service.api.handlers import Exchange
 from service.api.metrics import note_request
+from service.api.middleware.routes import route_policy
 from service.api.negotiation import request_format
 from service.api.schemas import (
     ApplyReply,
@@ -72,6 +74,7 @@ def body_doc(json_model: type[BaseModel], binary: dict[str, str]) -> dict[str, A
     },
     openapi_extra=body_doc(LookupRequest, {NPY: "an integer array of ids (.npy)"}),
 )
+@route_policy(binary=handlers.lookup, binary_types=(NPY,))  # the binary fast path
 async def lookup(name: str, request: Request, tables: TablesDep, settings: SettingsDep) -> Response:
     """W[ids] for an id, or an n-dimensional array of ids, as JSON or .npy."""
     return await handlers.lookup(Exchange.of_request(request, name, tables, settings))
@@ -86,6 +89,7 @@ async def lookup(name: str, request: Request, tables: TablesDep, settings: Setti
         NPY: "ids.npy and grads.npy back to back (np.save twice into one stream)",
     }),
 )
+@route_policy(binary=handlers.push, binary_types=(NPZ, NPY))  # the binary fast path
 async def push_gradients(
     name: str, request: Request, tables: TablesDep, settings: SettingsDep
 ) -> Response:

@@ -14,6 +14,7 @@ from service.api.codecs import JSON, NPY
 from service.api.deps import SettingsDep, TablesDep
 from service.api.durability import take_snapshot
 from service.api.errors import NotAcceptable, UnsupportedMediaType
+from service.api.middleware.routes import route_policy
 from service.api.negotiation import reply_format
 from service.api.schemas import ErrorReply, SnapshotReply, SnapshotTable, TableInfo, WeightsJson
 from service.api.weights_io import NpyReceiver, check_finite, npy_chunks
@@ -78,6 +79,7 @@ async def export_weights(
     responses={**ERRORS},
     openapi_extra={"requestBody": {"required": True, "content": {NPY: NPY_CONTENT}}},
 )
+@route_policy(body_limit="max_weights_body_bytes")  # a whole table: not max_body_bytes
 async def import_weights(
     name: str, request: Request, response: Response, tables: TablesDep
 ) -> TableInfo:

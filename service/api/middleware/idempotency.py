@@ -1,4 +1,4 @@
-"""Idempotency keys as ASGI middleware: a retried request is answered, not run again.
+"""Idempotency keys: a retried request is answered, not run again.
 
 A gradient push or an apply must not count twice when a client retries it after a dropped
 connection or a 503. The client sends an `Idempotency-Key` header (one key per logical call,
@@ -31,14 +31,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import struct
-import sys
-import time
 import zlib
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
 
 import anyio
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,97 +45,15 @@ from service.api.errors import (
     service_error_reply,
     shorten,
 )
+from service.api.middleware.replies import Reply, ReplyStore, ScopedKey
+
+__all__ = ["Idempotency", "Reply", "ReplyStore", "RequestFingerprint"]
 
 REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_KEY_LENGTH = 255
 MAX_REMEMBERED_BODY_BYTES = 16 * 2**10
 FORGOTTEN_STATUSES = frozenset({401, 403, 408, 429})
-# what an entry costs beyond its objects' own sizes: its OrderedDict slot and links
-ENTRY_OVERHEAD_BYTES = 100
-
-# (method, path, key, digest of the Authorization header)
-ScopedKey = tuple[str, str, str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The first reply to a key, as sent: replayed to every repeat until it expires."""
-
-    expires_at: float
-    fingerprint: bytes  # RequestFingerprint of the request it answered
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    nbytes: int  # what it costs remembered (entry_bytes)
-
-
-def entry_bytes(key: ScopedKey, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
-    """The memory one remembered reply takes: body, headers, key, fingerprint, bookkeeping."""
-    size = sys.getsizeof(body) + sys.getsizeof(headers) + sys.getsizeof(key)
-    size += sum(sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1])
-                for pair in headers)
-    size += sum(sys.getsizeof(part) for part in key)
-    return size + sys.getsizeof(bytes(16)) + 96 + ENTRY_OVERHEAD_BYTES  # fingerprint, Reply
-
-
-class ReplyStore:
-    """Remembered replies by scoped key, oldest first, bounded in count, bytes and age. Used
-    from one event loop only, so it needs no lock; `nbytes` may be read from any thread."""
-
-    def __init__(
-        self, max_keys: int, ttl_seconds: float, max_bytes: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_keys = max_keys
-        self.ttl_seconds = ttl_seconds
-        self.max_bytes = max_bytes
-        self.clock = clock
-        self.nbytes = 0
-        self.replies: OrderedDict[ScopedKey, Reply] = OrderedDict()
-        # requests with a key whose reply has not been sent yet; repeats wait for the event
-        self.flights: dict[ScopedKey, anyio.Event] = {}
-
-    def __len__(self) -> int:
-        return len(self.replies)
-
-    def get(self, key: ScopedKey) -> Reply | None:
-        reply = self.replies.get(key)
-        if reply is not None and reply.expires_at <= self.clock():
-            self._drop(key)
-            return None
-        return reply
-
-    def put(
-        self, key: ScopedKey, fingerprint: bytes, status: int,
-        headers: list[tuple[bytes, bytes]], body: bytes,
-    ) -> None:
-        now = self.clock()
-        if key in self.replies:
-            self._drop(key)
-        reply = Reply(now + self.ttl_seconds, fingerprint, status, headers, body,
-                      entry_bytes(key, headers, body))
-        if reply.nbytes > self.max_bytes:
-            return
-        self.replies[key] = reply
-        self.nbytes += reply.nbytes
-        self.forget_expired(now)
-        while len(self.replies) > self.max_keys or self.nbytes > self.max_bytes:
-            self._drop(next(iter(self.replies)))
-
-    def forget_expired(self, now: float) -> None:
-        """Drop expired replies from the front: every reply lives as long, so the oldest expire
-        first."""
-        while self.replies:
-            oldest_key, oldest = next(iter(self.replies.items()))
-            if oldest.expires_at > now:
-                return
-            self._drop(oldest_key)
-
-    def _drop(self, key: ScopedKey) -> None:
-        self.nbytes -= self.replies.pop(key).nbytes
-
-
 class RequestFingerprint:
     """What tells two requests under one key apart: CRC-32 of method, path, query string and
     Content-Type, and CRC-32 and length of the body, fed as it is read (`add` each http.request
@@ -199,31 +114,44 @@ def remembered(status: int) -> bool:
 
 
 class Idempotency:
-    """ASGI middleware answering repeated Idempotency-Key requests with the first reply."""
+    """Answers repeated Idempotency-Key requests with the first reply. An ASGI middleware on its
+    own (`Idempotency(app, store)`); the service's middleware calls `key_of` and `serve` itself
+    (service.api.middleware.stack), so a request without a key costs one header look-up."""
 
-    def __init__(self, app: ASGIApp, store: ReplyStore) -> None:
+    def __init__(self, app: ASGIApp | None, store: ReplyStore) -> None:
         self.app = app
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in METHODS or not self.store.max_keys:
+        assert self.app is not None, "Idempotency(app=None) is only called through serve()"
+        headers = Headers(scope=scope)
+        key = self.key_of(scope, headers) if scope["type"] == "http" else None
+        if key is None:
             await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        raw_key = headers.get(b"idempotency-key")
-        if raw_key is None:
-            await self.app(scope, receive, send)
-            return
-        key = raw_key.decode("latin-1")
+        else:
+            await self.serve(scope, receive, send, headers, key, self.app)
+
+    def key_of(self, scope: Scope, headers: Headers) -> str | None:
+        """The request's Idempotency-Key if it has one and its method takes keys."""
+        if scope["method"] not in METHODS or not self.store.max_keys:
+            return None
+        return headers.get("idempotency-key")
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, key: str,
+        app: ASGIApp,
+    ) -> None:
+        """Run `app` for the first request under the key; answer repeats with its reply."""
         if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
             await service_error_reply(InvalidIdempotencyKey(
                 f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters, got "
                 f"{key[:80]!r}"))(scope, receive, send)
             return
-        credentials = headers.get(b"authorization")
-        authorization = hashlib.sha256(credentials).hexdigest() if credentials else ""
+        credentials = headers.get("authorization")
+        authorization = (hashlib.sha256(credentials.encode("latin-1")).hexdigest()
+                         if credentials else "")
         scoped: ScopedKey = (scope["method"], scope["path"], key, authorization)
-        fingerprint = RequestFingerprint(scope, headers.get(b"content-type", b""))
+        fingerprint = RequestFingerprint(scope, headers.get("content-type", "").encode("latin-1"))
         body: list[Message] | None = None  # read ahead while waiting for a first attempt
         while True:
             reply = self.store.get(scoped)
@@ -246,11 +174,11 @@ class Idempotency:
             await flight.wait()  # then either its reply is remembered, or we run it
         if body is not None:
             receive = replaying(body, receive)
-        await self.run_once(scope, receive, send, scoped, fingerprint)
+        await self.run_once(scope, receive, send, scoped, fingerprint, app)
 
     async def run_once(
         self, scope: Scope, receive: Receive, send: Send, scoped: ScopedKey,
-        fingerprint: RequestFingerprint,
+        fingerprint: RequestFingerprint, app: ASGIApp,
     ) -> None:
         """Run the request, fingerprinting its body as it is read and copying its reply as it
         is sent, and remember the reply if it completes."""
@@ -284,7 +212,7 @@ class Idempotency:
             await send(message)
 
         try:
-            await self.app(scope, fingerprinting_receive, copying_send)
+            await app(scope, fingerprinting_receive, copying_send)
         finally:
             del self.store.flights[scoped]
             if (complete and fingerprint.complete and remembered(status)
