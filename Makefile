@@ -11,8 +11,9 @@
 #   make lint         ruff check .
 #   make types        mypy (configured in pyproject.toml)
 #   make docs         the documentation site into site/ (mkdocs build --strict)
-#   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py): installs
-#                     the bench extra and Debian's redis-server if missing, prints the table,
+#   make bench        the benchmark against Redis, numpy and PyTorch (bench/compare.py), then the
+#                     load rows (bench/load.py: wrk and redis-benchmark): installs the bench extra
+#                     and Debian's redis-server, redis-tools and wrk if missing, prints the tables,
 #                     writes bench/results/latest.{md,json,png}; BENCH_ARGS=--quick for a smoke run
 #
 # Variables: HOST, PORT (serve), PYTEST_ARGS (test), PYTHON (the interpreter for the venv).
@@ -60,9 +61,11 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	@command -v redis-server >/dev/null || { \
-	  echo "redis-server is missing: installing Debian's package (apt-get install redis-server)"; \
-	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null \
+	  && command -v wrk >/dev/null || { \
+	  echo "redis-server, redis-benchmark or wrk is missing: installing Debian's packages" \
+	       "(apt-get install redis-server redis-tools wrk)"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server redis-tools wrk >/dev/null; }
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 $(DEV_STAMP): pyproject.toml $(STAMP)

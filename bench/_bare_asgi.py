@@ -1,74 +1,70 @@
-"""A bare ASGI app for bench/compare.py: it reads the request body and answers with the bytes
-of a lookup reply for as many ids as the request's .npy header says (zeros, (n, 64) float32,
-built once per n), doing nothing else. Served as the service is (`python bench/_bare_asgi.py
---fd N`: uvicorn configured by service.api.server.build_config's flags, with the service's
-connection protocol) and called through the same client, it shows what the server and the
-client cost on their own: the floor under the service's lookup latency and rate (rows 2, 3)."""
+"""A bare ASGI app: the floor under the service in bench/load.py (and wherever a benchmark wants
+to know what the server and the client cost on their own).
+
+Served by the service's own server configuration (`python -m service.api --app
+bench._bare_asgi:app`: uvicorn, uvloop, httptools, the same protocol class and flags), it
+reads each request's body to its end and answers with as many bytes as the service would,
+doing nothing else: a lookup (`.../lookup`) gets the .npy of (n, 64) float32 zeros for the n
+ids the request's .npy header declares (built once per n), a gradient push (`.../gradients`)
+a JSON reply of the service's shape, /healthz 200 (what ServiceProcess waits for).
+"""
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import re
-import socket
 from typing import Any
 
 import numpy as np
 
+DIM = 64
 SHAPE = re.compile(rb"'shape': \(([0-9, ]*)\)")
+PUSH_REPLY = b'{"rows":4096,"pending_rows":0,"step":1000,"rows_updated":3000}'
 _replies: dict[int, bytes] = {}
 
 
 def reply_for(count: int) -> bytes:
+    """The .npy bytes of a lookup reply for `count` ids."""
     if count not in _replies:
         stream = io.BytesIO()
-        np.save(stream, np.zeros((count, 64), dtype=np.float32))
+        np.save(stream, np.zeros((count, DIM), dtype=np.float32))  # (count, DIM)
         _replies[count] = stream.getvalue()
     return _replies[count]
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    chunks, more = [], True
-    while more:
+        await lifespan(receive, send)
+        return
+    first, more = b"", True
+    while more:  # the whole body is read, as the service reads it; only its head is kept
         message = await receive()
-        chunks.append(message.get("body", b""))
+        if message["type"] == "http.disconnect":
+            return
+        first = first or message.get("body", b"")
         more = message.get("more_body", False)
-    shape = SHAPE.search(chunks[0][:256])
-    count = math.prod(int(size) for size in shape[1].split(b",") if size.strip()) if shape else 0
-    body = reply_for(count)
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/x-npy"), (b"content-length", str(len(body)).encode()),
-        (b"x-table-step", b"0")]})
+    headers = [(b"content-type", b"application/json")]
+    if scope["path"].endswith("/lookup"):
+        shape = SHAPE.search(first[:256])
+        count = math.prod(int(size) for size in shape[1].split(b",") if size.strip()) \
+            if shape else 0
+        body = reply_for(count)
+        headers = [(b"content-type", b"application/x-npy"), (b"x-table-step", b"0")]
+    elif scope["path"].endswith("/gradients"):
+        body = PUSH_REPLY
+    else:
+        body = b'{"status":"ok"}'
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def serve(fd: int) -> None:
-    """Serve `app` on a listening socket's descriptor, configured as the service's server."""
-    import uvicorn
-
-    from service.api.connections import ConnectionLimits, bounded_protocol
-    from service.api.settings import Settings
-
-    settings = Settings()
-    limits = ConnectionLimits(settings.max_connections, settings.request_head_timeout_seconds,
-                              settings.request_body_timeout_seconds,
-                              settings.request_body_min_bytes_per_second)
-    config = uvicorn.Config(app, loop="uvloop", http=bounded_protocol(limits, lambda _: None),
-                            workers=1, lifespan="on", access_log=False, log_level="warning",
-                            timeout_keep_alive=60)
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fd", type=int, required=True, help="a listening socket's descriptor")
-    serve(parser.parse_args().fd)

@@ -66,25 +66,12 @@ def service() -> Iterator[tuple[str, int]]:
 
 @contextmanager
 def bare_asgi() -> Iterator[str]:
-    """The url of bench/_bare_asgi.py's app served the way the service is (its uvicorn
-    configuration: service.api.server.build_config's flags), on a free loopback port."""
-    workdir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
-    log = workdir / "bare.log"
-    with socket.socket() as listener, open(log, "wb") as out:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2048)
-        port = listener.getsockname()[1]
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "_bare_asgi.py"), "--fd",
-             str(listener.fileno())],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
-        )
-    try:
-        wait_for_port(port, process, "the bare ASGI app", log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+    """The url of bench/_bare_asgi.py's app served the way the service is (python -m service.api
+    --app: service.api.server's uvicorn configuration and connection protocol), on a free
+    loopback port."""
+    env = {"EMBED_LOG_LEVEL": "warning", "EMBED_KEEP_ALIVE_SECONDS": "60"}
+    with ServiceProcess(env=env, app="bench._bare_asgi:app") as process:
+        yield process.url
 
 
 def redis_missing() -> str | None:

@@ -1,7 +1,9 @@
-"""Where the service stands against Redis, numpy and PyTorch: one command, one run, eight rows.
+"""Where the service stands against Redis, numpy and PyTorch: one command, one run, eight rows,
+then the load rows.
 
     make bench                                   # installs what it needs, then runs this
-    .venv/bin/python bench/compare.py            # V = 1,000,000 x 64 float32, ~3 minutes
+    .venv/bin/python bench/compare.py            # V = 1,000,000 x 64 float32, ~3 minutes,
+                                                 # then ~5 minutes of load rows
     .venv/bin/python bench/compare.py --quick    # a smoke run: V = 10,000, few repeats
 
 It starts the service (uvicorn as in production: uvloop, httptools, one worker, log level
@@ -21,7 +23,11 @@ over repeated runs, the two sides of a row alternating run by run on the same id
 8. the core alone (EmbeddingTable.push(apply=True) in this process, no HTTP) vs the same
    torch step; the numpy kernels (EMBED_KERNELS=numpy) beside it
 
-It prints the table and writes bench/results/latest.{md,json,png} (--out elsewhere).
+Then the load rows (bench/load.py, skipped with --no-load): what one service process carries
+under 8 and 64 connections from C load generators (wrk; redis-benchmark for the Redis peer),
+against Redis MGET and a bare ASGI app on the same server, requests/s, rows/s, p50/p99.
+
+It prints the tables and writes bench/results/latest.{md,json,png} (--out elsewhere).
 Without redis-server (or redis-py) rows 1 and 2 say so and skip their peer; without torch,
 row 4 does.
 """
@@ -37,8 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _load_report import Targets, render_load, render_load_markdown  # noqa: E402
 from _report import machine, render_markdown, render_plot, render_table  # noqa: E402
 from _rows import Setup, run_rows  # noqa: E402
+from load import WORKLOADS, LoadSetup, load_json, run_load  # noqa: E402
 
 
 def main() -> None:
@@ -47,6 +55,7 @@ def main() -> None:
                         help="smoke run: V = 10,000, few repeats (seconds, not minutes)")
     parser.add_argument("--rows", type=int, default=None, help="table rows V (default 1e6)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--no-load", action="store_true", help="without the load rows")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="where latest.md, latest.json and latest.png go")
     args = parser.parse_args()
@@ -60,11 +69,25 @@ def main() -> None:
     print(render_table(rows))
     for note in notes:
         print(f"note: {note}")
+    load_setup = LoadSetup.quick() if args.quick else LoadSetup()
+    load: dict[str, object] = {}
+    markdown = render_markdown(rows, notes, about, setup.describe())
+    if not args.no_load:
+        results, load_notes = run_load(load_setup)
+        ids = {workload.name: workload.ids for workload in WORKLOADS}
+        print("\n" + render_load(results, ids, Targets()))
+        for note in load_notes:
+            print(f"note: {note}")
+        load = load_json(results, load_notes, load_setup)
+        markdown += ("\n## Load: one service process under many connections\n\n"
+                     + render_load_markdown(results, ids, Targets()) + "\n"
+                     + "".join(f"- {note}\n" for note in load_notes))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.md").write_text(render_markdown(rows, notes, about, setup.describe()))
+    (args.out / "latest.md").write_text(markdown)
     (args.out / "latest.json").write_text(json.dumps(
         {"setup": setup.describe(), "machine": about, "notes": notes,
-         "rows": [row.as_dict() for row in rows]}, indent=1) + "\n")
+         "rows": [row.as_dict() for row in rows], **({"load": load} if load else {})},
+        indent=1) + "\n")
     plotted = render_plot(rows, args.out / "latest.png", setup.describe())
     print(f"results: {args.out / 'latest.md'}, {args.out / 'latest.json'}"
           + (f", {args.out / 'latest.png'}" if plotted else " (no plot: matplotlib missing)"))

@@ -25,7 +25,7 @@ LABELS = ["lookup 4096 ids, rows/s", "lookup 32 ids, median latency",
 
 def test_quick_run_prints_eight_rows_and_writes_results(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "bench/compare.py", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "bench/compare.py", "--quick", "--no-load", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )
     assert run.returncode == 0, run.stdout + run.stderr
