@@ -18,7 +18,6 @@ and errors are the FastAPI routes' own, byte for byte.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import numpy as np
 from starlette.datastructures import Headers, State
@@ -61,7 +60,8 @@ class BinaryFastPath:
             scope.get("query_string", b""), partial(read_into_buffer, receive, length), scope,
             state.registry, state.settings, state.metrics,
         )
-        handler: Any = resolved.policy.binary
+        handler = resolved.policy.binary
+        assert handler is not None  # takes() said so
         try:
             return await handler(exchange)
         except EmbeddingServiceError as error:

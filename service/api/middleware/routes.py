@@ -25,11 +25,12 @@ by default).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette._utils import get_route_path
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
@@ -38,6 +39,9 @@ UNMATCHED = "<unmatched>"  # the metrics' route label of a path no route serves
 MAX_REMEMBERED = 4096  # distinct (method, path) resolutions kept; then the memory starts over
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+# a handler of service.api.handlers: it takes an Exchange (not imported here: handlers import
+# the settings and the core, this module only starlette) and gives the reply
+BinaryHandler = Callable[[Any], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class RoutePolicy:
 
     open: bool = False  # served without the bearer token (it shows no table data)
     body_limit: str | None = None  # the Settings field bounding its body (max_body_bytes else)
-    binary: Callable[..., Any] | None = None  # handler serving its binary bodies directly
+    binary: BinaryHandler | None = None  # handler serving its binary bodies directly
     binary_types: tuple[str, ...] = ()  # the media types `binary` takes
 
 
