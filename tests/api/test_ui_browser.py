@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -68,14 +69,22 @@ def cells(driver: webdriver.Chrome, css: str) -> list[list[str]]:
             for row in driver.find_elements(By.CSS_SELECTOR, css)]
 
 
+def settled(driver: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    """A wait that reads again when the page redrew what it was reading: the tables table is
+    rebuilt at every poll, so a row found a moment ago can be gone (StaleElementReference)."""
+    return WebDriverWait(driver, WAIT_SECONDS,
+                         ignored_exceptions=(StaleElementReferenceException,))
+
+
 def test_the_page_lists_plots_and_searches(
     browser: webdriver.Chrome, open_server: LiveServer, tmp_path: Path
 ) -> None:
     url = open_server.url
     requested_urls(browser)  # drop what Chromium fetched for its own start page
     browser.get(f"{url}/ui")
-    row = wait_for(browser, "#tables tbody tr[data-table='words']")
-    name, rows, dim, step, pending, *_ = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    wait_for(browser, "#tables tbody tr[data-table='words']")
+    name, rows, dim, step, pending, *_ = settled(browser).until(
+        lambda driver: cells(driver, "#tables tbody tr[data-table='words']")[0])
     assert (name, rows, dim, step, pending) == ("words", str(ROWS), str(DIM), "0", "0")
 
     # one point per sampled row (all 120), each carrying its label
@@ -108,7 +117,7 @@ def test_the_page_lists_plots_and_searches(
     # live figures: a step applied now appears without reloading the page
     httpx.post(f"{url}/v1/tables/words/gradients", timeout=10, json={
         "ids": [1, 2], "grads": np.ones((2, DIM)).tolist(), "apply": True}).raise_for_status()
-    WebDriverWait(browser, WAIT_SECONDS).until(lambda driver: driver.find_element(
+    settled(browser).until(lambda driver: driver.find_element(
         By.CSS_SELECTOR, "#tables tr[data-table='words'] td.step").text == "1")
     browser.save_screenshot(str(tmp_path / "ui.png"))  # in pytest's tmp dir, to look at
     assert foreign(requested_urls(browser), open_server) == []
