@@ -1,6 +1,8 @@
 """The async client's transport: httpx's async transport interface over anyio byte streams
-(asyncio or trio), with kept-alive connections, HTTP/1.1 written and parsed by h11, as in the
-sync transport (service.client._http11 is the part they share, and says why h11). Errors are
+(asyncio or trio), with kept-alive connections; requests written by h11 and replies parsed by
+httptools, as in the sync transport (service.client._http11 is the part they share, and says
+why). The event loop hands received bytes over as bytes objects, so a long body is copied once
+into its buffer as llhttp passes it on (the sync transport receives it there). Errors are
 raised as httpx's exception types.
 """
 
@@ -10,52 +12,55 @@ import ssl
 from collections.abc import Mapping
 
 import anyio
-import h11
 import httpx
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.lowlevel import current_token
 
 from service.client import _http11 as http11
 from service.client._http11 import Origin, Prepared
+from service.client._replies import Reply
+
+STREAM_READ_BYTES = 256 * 2**10  # received at a time: an event loop's stream reads this much
+# at most (asyncio's and uvloop's), so its chunks are never split (a split copies the rest)
 
 
 class Connection:
-    """One kept-alive connection: a byte stream, h11's state of it, and the event loop it
-    belongs to (anyio.lowlevel.current_token())."""
+    """One kept-alive connection: a byte stream, llhttp's state of it (its Reply), and the
+    event loop it belongs to (anyio.lowlevel.current_token())."""
 
-    __slots__ = ("stream", "http", "loop")
+    __slots__ = ("stream", "reply", "loop")
 
     def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
-        self.http = h11.Connection(h11.CLIENT)
+        self.reply = Reply()
         self.loop = current_token()
 
     async def exchange(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None,
-    ) -> tuple[httpx.Response, bool]:
+    ) -> tuple[http11.Response, bool]:
         """Send one request and read its reply, and whether the connection may be used again;
         the caller closes it on error. When sending fails, the reply is still read (a server
         may refuse a body over its limit, reply 413 and close), and returned if it is whole."""
         phase = "write"
         lost: Exception | None = None  # sending failed: the reply, if any, says why
+        reply = self.reply
+        reply.start(request.method)
         try:
             with anyio.fail_after(timeouts.get("write")):
                 try:
-                    for piece in http11.request_bytes(self.http, request):
+                    for piece in http11.request_bytes(request):
                         await self.stream.send(piece)
                 except (anyio.BrokenResourceError, OSError) as error:
                     lost = ConnectionError(f"{type(error).__name__} {error}".strip())
             phase = "read"
             with anyio.fail_after(timeouts.get("read")):
-                reply = http11.Reply(self.http)
-                complete = False
-                while not complete:
+                while not reply.complete:
                     try:
-                        data = await self.stream.receive(http11.STREAM_READ_BYTES)
+                        data = await self.stream.receive(STREAM_READ_BYTES)
                     except anyio.EndOfStream:
                         data = b""
-                    complete = reply.receive(data)
+                    reply.receive(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as error:
             raise http11.as_httpx_error(
                 lost or ConnectionError(str(error) or type(error).__name__),
@@ -63,7 +68,8 @@ class Connection:
         except Exception as error:
             cause = error if lost is None else lost
             raise http11.as_httpx_error(cause, "write" if lost else phase, original) from error
-        return reply.response(), lost is None
+        response = http11.Response(reply.status, reply.reason, reply.headers, reply.content())
+        return response, lost is None and reply.reusable and not reply.past
 
     def dropped(self) -> bool:
         """Closed by the server (or sent junk) while idle in the pool."""
@@ -71,6 +77,7 @@ class Connection:
         return sock is not None and http11.readable_now(sock)
 
     async def close(self) -> None:
+        self.reply.forget()
         with anyio.CancelScope(shield=True):
             await self.stream.aclose()
 
@@ -86,15 +93,15 @@ class PooledAsyncHTTPTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        return await self.send(http11.prepared(request), request.extensions.get("timeout", {}),
-                               request)
+        timeouts = request.extensions.get("timeout", {})
+        return (await self.send(http11.prepared(request), timeouts, request)).as_httpx()
 
     async def send(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None = None,
-    ) -> httpx.Response:
-        """What handle_async_request does, for a request the client prepared itself (no
-        httpx.Request to build: a good part of a small call's cost)."""
+    ) -> http11.Response:
+        """What handle_async_request does, for a request the client prepared itself, and with
+        the reply as the transport read it (no httpx.Request nor httpx.Response to build)."""
         origin = request.origin
         connection = await self._take(origin)
         if connection is None:
@@ -104,7 +111,7 @@ class PooledAsyncHTTPTransport(httpx.AsyncBaseTransport):
         except BaseException:
             await connection.close()
             raise
-        if reusable and http11.ready_for_another(connection.http):
+        if reusable:
             await self._give_back(origin, connection)
         else:
             await connection.close()

@@ -1,34 +1,34 @@
-"""HTTP/1.1 for both clients' transports, on h11: h11 writes every request and parses every
-reply (framing, chunked bodies, keep-alive, Connection: close, HTTP/1.0); this module only says
-which bytes to send, takes the bytes received, and tells when a connection may be used again.
-The sync transport (_transport.py) moves the bytes over a socket, the async one
-(_async_transport.py) over an anyio stream; nothing here does I/O.
+"""HTTP/1.1 for both clients' transports: h11 writes every request, httptools (llhttp) parses
+every reply (service.client._replies), and this module holds what the two transports share:
+the request as they take it, the bytes to send for it, the response they hand back, the
+idle-connection check and the mapping of errors to httpx's. Nothing here does I/O; the sync
+transport (_transport.py) moves the bytes over a socket, the async one (_async_transport.py)
+over an anyio stream.
 
-Why h11 rather than a whole client library: measured with the client over each (the README's
-client section has the figures), httpcore's pools (httpx's own transport, h11 inside) and
-urllib3's cost more per lookup than h11 under these small pools, httpcore's async pool about
-twice as much, and urllib3 has no async side; with h11 both clients share one parser. h11 copies
-what it is given, so replies are fed to it 64 KiB at a time: the copies stay in the CPU cache
-(bigger pieces were slower). bench/client_overhead.py measures the client against a raw
-http.client connection.
+Why these two libraries (the README's client section has the measurements): h11 parses in
+Python and copies each received byte several times, which cost more than the rest of a call on
+large replies and small ones alike; httptools parses in C, hands a body over in the pieces it
+came in, and lets the bytes be received where they are to stay. It reads replies only, so h11,
+which checks what it writes (header names and values, Content-Length against the body), writes
+the requests; a request head is the same for every call of a kind (a lookup of a table with the
+same number of ids), so each distinct head is written once and kept.
 """
 
 from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import h11
+import httptools
 import httpx
 
 Origin = tuple[str, str, int]  # (scheme, host, port): the connections one pool keeps together
-Headers = Sequence[tuple[bytes, bytes]]
-PIECE_BYTES = 64 * 2**10  # fed to h11 at a time: its copies of a piece stay in the CPU cache
-STREAM_READ_BYTES = 256 * 2**10  # read at a time: an event loop's stream reads this much at
-# most (asyncio's and uvloop's), so its chunks are never split (a split copies the rest)
+Headers = tuple[tuple[bytes, bytes], ...]
 SEND_TOGETHER_BYTES = 64 * 2**10  # a body up to this is sent with the head, in one write
+RECEIVE_BYTES = 64 * 2**10  # received at a time as bytes (a head, a short body)
+HEADS_KEPT = 256  # distinct request heads remembered
 
 
 class Prepared(NamedTuple):
@@ -49,93 +49,64 @@ def origin_of(url: httpx.URL) -> Origin:
 
 def prepared(request: httpx.Request) -> Prepared:
     return Prepared(origin_of(request.url), request.method.encode("ascii"), request.url.raw_path,
-                    request.headers.raw, request.read())
+                    tuple(request.headers.raw), request.read())
 
 
-def request_bytes(connection: h11.Connection, request: Prepared) -> list[bytes]:
-    """What to send for a request, as h11 writes it: one piece (a head and a small body
-    together: one write, one wake-up of the server), or the head and then the body (not
-    copied)."""
-    head = connection.send(h11.Request(method=request.method, target=request.target,
-                                       headers=list(request.headers)))
+_heads: dict[tuple[bytes, bytes, Headers], tuple[bytes, int]] = {}
+
+
+def request_bytes(request: Prepared) -> list[bytes]:
+    """What to send for a request, as h11 writes it: one piece (a head and a body up to
+    SEND_TOGETHER_BYTES together: one write, one wake-up of the server), or the head and then
+    the body (not copied). A head written before for the same method, target, headers and body
+    length is sent again as it was."""
     body = request.body
-    data = connection.send(h11.Data(data=body)) if body else b""
-    end = connection.send(h11.EndOfMessage())
-    assert head is not None and data is not None and end is not None  # (None: only on close)
-    if len(data) <= SEND_TOGETHER_BYTES:
-        return [head + data + end]
-    return [head, data, end] if end else [head, data]
+    key = (request.method, request.target, request.headers)
+    known = _heads.get(key)
+    if known is not None and known[1] == len(body):
+        head = known[0]
+    else:
+        writer = h11.Connection(h11.CLIENT)
+        head = writer.send(h11.Request(method=request.method, target=request.target,
+                                       headers=list(request.headers)))
+        data = writer.send_with_data_passthrough(h11.Data(data=body)) if body else []
+        end = writer.send(h11.EndOfMessage())
+        assert head is not None and data is not None and end is not None  # (None: on close)
+        if not (end == b"" and (data == [] if not body else len(data) == 1 and data[0] is body)):
+            return [head, *data, end]  # framed otherwise (chunked): as h11 wrote it
+        if len(_heads) >= HEADS_KEPT:
+            _heads.clear()
+        _heads[key] = (head, len(body))
+    if len(body) <= SEND_TOGETHER_BYTES:
+        return [head + body]
+    return [head, body]
 
 
-class Reply:
-    """A reply as h11 parses it from the bytes received on its connection: `receive` them until
-    it says the whole reply is in, then `response()`."""
+class Response:
+    """A reply as the client's own transports return it: what the client reads of an
+    httpx.Response (status_code, reason_phrase, headers, content, is_success), without building
+    one, and with a long body as a read-only memoryview of the buffer it was received into.
+    `as_httpx()` makes the httpx.Response that httpx's transport interface returns."""
 
-    __slots__ = ("connection", "status", "reason", "headers", "chunks")
+    __slots__ = ("status_code", "reason_phrase", "headers", "content")
 
-    def __init__(self, connection: h11.Connection) -> None:
-        self.connection = connection
-        self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes | bytearray] = []
+    def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                 content: bytes | memoryview) -> None:
+        self.status_code = status
+        self.reason_phrase = reason.decode("ascii", errors="ignore")
+        self.headers = httpx.Headers(headers)
+        self.content = content
 
-    def receive(self, data: bytes | memoryview) -> bool:
-        """Take in bytes received (b"" when the server closed its end), PIECE_BYTES at a time;
-        True once the reply is complete. Bytes past its end stay in h11's buffer (and keep the
-        connection from being used again: ready_for_another)."""
-        connection = self.connection
-        if not data:
-            if connection.their_state is h11.SEND_RESPONSE:
-                raise httpx.RemoteProtocolError("the server closed the connection without "
-                                                "replying")
-            connection.receive_data(b"")
-            return self.done()
-        view = memoryview(data)
-        for start in range(0, len(data), PIECE_BYTES):
-            connection.receive_data(view[start : start + PIECE_BYTES])  # type: ignore[arg-type]
-            if self.done():
-                if len(data) > start + PIECE_BYTES:  # (b"" would say the server closed)
-                    connection.receive_data(view[start + PIECE_BYTES :])  # type: ignore[arg-type]
-                return True
-        return False
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
 
-    def done(self) -> bool:
-        """Take in every event h11 has parsed so far; True once the reply is complete."""
-        while True:
-            event = self.connection.next_event()
-            kind = type(event)
-            if kind is h11.Data:
-                self.chunks.append(event.data)  # type: ignore[union-attr]
-            elif event is h11.NEED_DATA:
-                return False
-            elif kind is h11.Response:
-                self.status = event.status_code  # type: ignore[union-attr]
-                self.reason = event.reason  # type: ignore[union-attr]
-                self.headers = event.headers.raw_items()  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
-                return True
-            elif kind is h11.ConnectionClosed:
-                raise httpx.RemoteProtocolError("the server closed the connection mid-reply")
-            # an InformationalResponse (1xx) precedes the reply: read on
-
-    def response(self) -> httpx.Response:
-        content = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+    def as_httpx(self) -> httpx.Response:
         return httpx.Response(
-            self.status, headers=self.headers, content=bytes(content),
-            extensions={"reason_phrase": self.reason, "http_version": b"HTTP/1.1"},
+            self.status_code, headers=self.headers, content=bytes(self.content),
+            extensions={"reason_phrase": self.reason_phrase.encode("ascii"),
+                        "http_version": b"HTTP/1.1"},
         )
-
-
-def ready_for_another(connection: h11.Connection) -> bool:
-    """Whether the connection may carry the next request (h11's verdict: not after
-    Connection: close, an HTTP/1.0 reply without keep-alive, or a body read to the end of the
-    connection; nor with bytes received past the reply); if so, it is reset for it."""
-    if (connection.our_state is h11.DONE and connection.their_state is h11.DONE
-            and not connection.trailing_data[0]):
-        connection.start_next_cycle()
-        return True
-    return False
 
 
 def readable_now(sock: socket.socket) -> bool:
@@ -165,7 +136,7 @@ def as_httpx_error(
         cls: type[httpx.TransportError] = (
             httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout)
         return cls(f"{phase} timed out", request=request)
-    if isinstance(error, h11.RemoteProtocolError):
+    if isinstance(error, h11.RemoteProtocolError | httptools.HttpParserError):
         return httpx.RemoteProtocolError(f"malformed reply: {error}", request=request)
     if isinstance(error, h11.LocalProtocolError):
         return httpx.LocalProtocolError(f"malformed request: {error}", request=request)

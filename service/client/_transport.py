@@ -1,5 +1,5 @@
 """The sync client's transport: httpx's transport interface over plain sockets, with kept-alive
-connections, HTTP/1.1 written and parsed by h11 (service.client._http11 says why h11).
+connections, HTTP/1.1 written by h11 and parsed by httptools (service.client._http11 says why).
 
 Only what every platform's socket module has is used (connect, send, recv, settimeout; the
 socket's own timeouts wait with poll(), not select()), so it runs the same on Windows, and with
@@ -15,21 +15,21 @@ import ssl
 import threading
 from collections.abc import Mapping
 
-import h11
 import httpx
 
 from service.client import _http11 as http11
 from service.client._http11 import Origin, Prepared
+from service.client._replies import Reply
 
 
 class Connection:
-    """One kept-alive connection: a socket and h11's state of it."""
+    """One kept-alive connection: a socket and llhttp's state of it (its Reply)."""
 
-    __slots__ = ("sock", "http", "timeout")
+    __slots__ = ("sock", "reply", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.http = h11.Connection(h11.CLIENT)
+        self.reply = Reply()
         self.timeout: float | None = -1.0  # the one set last
 
     def set_timeout(self, seconds: float | None) -> None:
@@ -40,35 +40,43 @@ class Connection:
     def exchange(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None,
-    ) -> tuple[httpx.Response, bool]:
+    ) -> tuple[http11.Response, bool]:
         """Send one request and read its reply, and whether the connection may be used again;
         the caller closes it on error. A server may refuse a request before reading all of it
         and close (a 413 for a body over its limit): when sending fails, its reply is still
-        read, and returned if it is whole."""
+        read, and returned if it is whole. A long body is received straight into its buffer
+        (Reply.space): the kernel's copy is the only one."""
         phase = "write"
         lost: OSError | None = None  # sending failed: the reply, if any, says why
+        reply, sock = self.reply, self.sock
+        reply.start(request.method)
         try:
             self.set_timeout(timeouts.get("write"))
             try:
-                for piece in http11.request_bytes(self.http, request):
+                for piece in http11.request_bytes(request):
                     view = memoryview(piece)
                     while view:  # the write timeout bounds each send, as the read one each
-                        view = view[self.sock.send(view) :]  # recv: a long upload goes on
+                        view = view[sock.send(view) :]  # recv: a long upload goes on
             except TimeoutError:
                 raise
             except OSError as error:
                 lost = error
             phase = "read"
             self.set_timeout(timeouts.get("read"))
-            reply = http11.Reply(self.http)
-            while not reply.receive(self.sock.recv(http11.PIECE_BYTES)):
-                pass
+            while not reply.complete:
+                space = reply.space()
+                if space is None:
+                    reply.receive(sock.recv(http11.RECEIVE_BYTES))
+                else:
+                    reply.received_in_place(sock.recv_into(space))
         except Exception as error:
             cause = error if lost is None else lost
             raise http11.as_httpx_error(cause, "write" if lost else phase, original) from error
-        return reply.response(), lost is None
+        response = http11.Response(reply.status, reply.reason, reply.headers, reply.content())
+        return response, lost is None and reply.reusable and not reply.past
 
     def close(self) -> None:
+        self.reply.forget()
         self.sock.close()
 
 
@@ -83,14 +91,16 @@ class PooledHTTPTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.send(http11.prepared(request), request.extensions.get("timeout", {}), request)
+        timeouts = request.extensions.get("timeout", {})
+        return self.send(http11.prepared(request), timeouts, request).as_httpx()
 
     def send(
         self, request: Prepared, timeouts: Mapping[str, float | None],
         original: httpx.Request | None = None,
-    ) -> httpx.Response:
-        """What handle_request does, for a request the client prepared itself (no
-        httpx.Request to build: a good part of a small call's cost)."""
+    ) -> http11.Response:
+        """What handle_request does, for a request the client prepared itself, and with the
+        reply as the transport read it (no httpx.Request nor httpx.Response to build: a good
+        part of a small call's cost; a long body not copied into bytes)."""
         origin = request.origin
         connection = self._take(origin) or self._connect(origin, timeouts.get("connect"),
                                                          original)
@@ -99,7 +109,7 @@ class PooledHTTPTransport(httpx.BaseTransport):
         except BaseException:
             connection.close()
             raise
-        if reusable and http11.ready_for_another(connection.http):
+        if reusable:
             self._give_back(origin, connection)
         else:
             connection.close()

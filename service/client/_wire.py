@@ -19,11 +19,13 @@ import httpx
 import numpy as np
 
 from service.client import _codecs as codecs
-from service.client._http11 import Prepared, origin_of
+from service.client._http11 import Prepared, Response, origin_of
 from service.client.errors import EmbeddingClientError, ServerUnavailableError, error_for
 from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
 
 T = TypeVar("T")
+# A reply: the client's own transports' Response, or any httpx transport's (the same fields)
+AnyResponse = Response | httpx.Response
 WireFormat = Literal["binary", "json"]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -36,7 +38,7 @@ RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocol
 class Call(Generic[T]):
     method: str
     path: str
-    decode: Callable[[httpx.Response], T]
+    decode: Callable[[AnyResponse], T]
     content: bytes | None = None
     headers: Mapping[str, str] | None = None
     params: Mapping[str, str] | None = None
@@ -60,7 +62,7 @@ class RetryPolicy:
                 wait = max(wait, min(float(retry_after), self.max_backoff))
         return wait
 
-    def should_retry_status(self, response: httpx.Response, attempt: int) -> bool:
+    def should_retry_status(self, response: AnyResponse, attempt: int) -> bool:
         return response.status_code in RETRY_STATUSES and attempt < self.retries
 
 
@@ -84,9 +86,9 @@ class RequestFactory:
                          "write": read_timeout, "pool": read_timeout}
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         netloc = httpx.URL(self.base_url).netloc
-        self._default_headers = [(b"Host", netloc)] + [
+        self._default_headers = ((b"Host", netloc), *(
             (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.headers.items()]
+            for name, value in self.headers.items()))
 
     def url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
         key = (path, tuple(params.items()) if params else ())
@@ -104,13 +106,13 @@ class RequestFactory:
         headers = self._default_headers
         if call.headers:
             overridden = {name.lower() for name in call.headers}
-            headers = [header for header in headers
-                       if header[0].decode("latin-1").lower() not in overridden]
-            headers += [(name.encode("latin-1"), value.encode("latin-1"))
-                        for name, value in call.headers.items()]
+            headers = (*(header for header in headers
+                         if header[0].decode("latin-1").lower() not in overridden),
+                       *((name.encode("latin-1"), value.encode("latin-1"))
+                         for name, value in call.headers.items()))
         body = call.content or b""
         if body or call.method in ("POST", "PUT", "PATCH"):
-            headers = [*headers, (b"Content-Length", str(len(body)).encode("ascii"))]
+            headers = (*headers, (b"Content-Length", str(len(body)).encode("ascii")))
         return Prepared(origin_of(url), call.method.encode("ascii"), url.raw_path, headers, body)
 
     def build(self, call: Call[Any]) -> httpx.Request:
@@ -128,14 +130,14 @@ def unavailable(call: Call[Any], error: Exception, attempts: int) -> ServerUnava
     )
 
 
-def finish(call: Call[T], response: httpx.Response) -> T:
+def finish(call: Call[T], response: AnyResponse) -> T:
     """The decoded reply, or the typed error for a failure reply."""
     if response.is_success:
         return call.decode(response)
     raise failure(response)
 
 
-def failure(response: httpx.Response) -> EmbeddingClientError:
+def failure(response: AnyResponse) -> EmbeddingClientError:
     detail = response.reason_phrase or "error"
     try:
         body = codecs.decode_json(response.content)
@@ -143,43 +145,43 @@ def failure(response: httpx.Response) -> EmbeddingClientError:
             detail = body["detail"] if isinstance(body["detail"], str) else str(body["detail"])
     except ValueError:
         if response.content:
-            detail = response.content[:200].decode("utf-8", "replace")
+            detail = bytes(response.content[:200]).decode("utf-8", "replace")
     return error_for(response.status_code, detail, response.headers.get("x-error-code"))
 
 
-def _replayed(response: httpx.Response) -> bool:
+def _replayed(response: AnyResponse) -> bool:
     return bool(response.headers.get("idempotent-replayed") == "true")
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: AnyResponse) -> Any:
     return codecs.decode_json(response.content)
 
 
-def _nothing(response: httpx.Response) -> None:
+def _nothing(response: AnyResponse) -> None:
     return None
 
 
-def _table_info(response: httpx.Response) -> TableInfo:
+def _table_info(response: AnyResponse) -> TableInfo:
     return TableInfo.from_json(_json(response))
 
 
-def _table_list(response: httpx.Response) -> list[TableInfo]:
+def _table_list(response: AnyResponse) -> list[TableInfo]:
     return [TableInfo.from_json(table) for table in _json(response)["tables"]]
 
 
-def _push_result(response: httpx.Response) -> PushResult:
+def _push_result(response: AnyResponse) -> PushResult:
     return PushResult.from_json(_json(response), _replayed(response))
 
 
-def _apply_result(response: httpx.Response) -> ApplyResult:
+def _apply_result(response: AnyResponse) -> ApplyResult:
     return ApplyResult.from_json(_json(response), _replayed(response))
 
 
-def _array(response: httpx.Response) -> np.ndarray:
+def _array(response: AnyResponse) -> np.ndarray:
     return codecs.decode_npy(response.content)
 
 
-def _lookup(response: httpx.Response) -> Lookup:
+def _lookup(response: AnyResponse) -> Lookup:
     if response.headers.get("content-type", "").startswith(codecs.NPY):
         return Lookup(codecs.decode_npy(response.content), int(response.headers["x-table-step"]))
     reply = _json(response)
@@ -187,17 +189,17 @@ def _lookup(response: httpx.Response) -> Lookup:
     return Lookup(vectors, reply["step"])
 
 
-def _labels(response: httpx.Response) -> dict[int, str]:
+def _labels(response: AnyResponse) -> dict[int, str]:
     reply = _json(response)
     return {row: label for row, label in zip(reply["ids"], reply["labels"], strict=True)
             if label is not None}
 
 
-def _neighbours(response: httpx.Response) -> Neighbours:
+def _neighbours(response: AnyResponse) -> Neighbours:
     return Neighbours.from_json(_json(response))
 
 
-def _neighbours_batch(response: httpx.Response) -> list[Neighbours]:
+def _neighbours_batch(response: AnyResponse) -> list[Neighbours]:
     return [Neighbours.from_json(result) for result in _json(response)["results"]]
 
 

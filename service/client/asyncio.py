@@ -23,6 +23,7 @@ import numpy as np
 from service.client._async_transport import PooledAsyncHTTPTransport
 from service.client._wire import (
     RETRY_ERRORS,
+    AnyResponse,
     Call,
     RequestFactory,
     Requests,
@@ -50,8 +51,9 @@ class AsyncEmbeddingClient:
         wire: "binary" (.npy / .npz bodies, the fast default) or "json".
         max_connections: idle connections kept open to the service between calls.
         transport: an httpx async transport to send through instead of the default one (a
-            lean anyio connection pool, HTTP/1.1 by h11): httpx.AsyncHTTPTransport(...) for
-            proxies or HTTP/2, httpx.ASGITransport(app) in tests.
+            lean anyio connection pool; requests written by h11, replies parsed by httptools):
+            httpx.AsyncHTTPTransport(...) for proxies or HTTP/2, httpx.ASGITransport(app) in
+            tests.
     """
 
     def __init__(
@@ -195,16 +197,17 @@ class AsyncEmbeddingClient:
         else:
             request = self._factory.build(call)
         attempt = 0
+        response: AnyResponse
         while True:
             try:
                 if own is not None:
                     response = await own.send(prepared, self._factory.timeouts)
                 else:
                     response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except RETRY_ERRORS as error:
                 if attempt >= self.retry.retries:
                     raise unavailable(call, error, attempt + 1) from error

@@ -20,6 +20,7 @@ import numpy as np
 from service.client._transport import PooledHTTPTransport
 from service.client._wire import (
     RETRY_ERRORS,
+    AnyResponse,
     Call,
     RequestFactory,
     Requests,
@@ -46,8 +47,8 @@ class EmbeddingClient:
         wire: "binary" (.npy / .npz bodies, the fast default) or "json".
         max_connections: idle connections kept open to the service between calls.
         transport: an httpx transport to send through instead of the default one (a lean
-            connection pool, HTTP/1.1 by h11): httpx.HTTPTransport(...) for proxies or HTTP/2,
-            or an ASGI transport in tests.
+            connection pool; requests written by h11, replies parsed by httptools):
+            httpx.HTTPTransport(...) for proxies or HTTP/2, or an ASGI transport in tests.
     """
 
     def __init__(
@@ -187,16 +188,17 @@ class EmbeddingClient:
         else:
             request = self._factory.build(call)
         attempt = 0
+        response: AnyResponse
         while True:
             try:
                 if own is not None:
                     response = own.send(prepared, self._factory.timeouts)
                 else:
                     response = self._transport.handle_request(request)
-                try:
-                    response.read()
-                finally:
-                    response.close()
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
             except RETRY_ERRORS as error:
                 if attempt >= self.retry.retries:
                     raise unavailable(call, error, attempt + 1) from error
