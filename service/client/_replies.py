@@ -6,12 +6,11 @@ only keeps what it is told and decides where received bytes land. Nothing here d
 
 Where the bytes land: a body up to IN_PLACE_BYTES is the bytes object httptools hands over (one
 piece: no copy of ours). A longer one, of a Content-Length llhttp accepted, goes into one buffer
-of that size allocated at the head (not zeroed): the sync transport receives the rest straight
-into it (`space`, then `received_in_place`) and feeds llhttp those bytes where they lie, so
-the body is copied once, by the kernel; the async transport, whose event loop hands over bytes
-objects, copies each piece in as llhttp passes it on. Either way the body is llhttp's verdict:
-bytes received in place count only once llhttp has said every one of them is body, and
-otherwise the pieces it passed on are written over them.
+of that size allocated at the head (not zeroed): what came with the head is copied in, and the
+transports receive the rest straight into it (`space`, then `received_in_place`) and feed llhttp
+those bytes where they lie, so the body is copied once, by the kernel. llhttp still reads every
+one of them: the reply ends where it says, and bytes received in place count once it has
+passed every one of them on as body.
 
 What httptools cannot be told, h11 judges from the reply's bytes (kept while a reply has no
 Content-Length): that the connection was closed (llhttp_finish is not exposed), which ends a
@@ -54,7 +53,7 @@ class Reply:
         self.filled = 0
         self.pieces: list[bytes] = []  # a short body, as httptools passed it on
         self.raw: list[bytes] | None = []  # the bytes received, while h11 may have to judge
-        self.in_place: list[bytes] | None = None  # pieces fed from the buffer itself
+        self.in_place: int | None = None  # body bytes llhttp found in the buffer itself
 
     # -- what the transports call ------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -76,30 +75,32 @@ class Reply:
         return self.buffer[self.filled : min(self.size, self.filled + FEED_BYTES)]
 
     def received_in_place(self, count: int) -> None:
-        """`count` bytes were received into space(): llhttp parses them where they lie."""
+        """`count` bytes were received into space(): llhttp parses them where they lie. They
+        are body, all of them: space() ends where the Content-Length llhttp accepted does."""
         if not count:
             self._closed()
             return
         assert self.buffer is not None
         start = self.filled
-        self.in_place = []
+        self.in_place = 0
         try:
             self._feed(self.buffer[start : start + count])
             placed = self.in_place
         finally:
             self.in_place = None
-        if sum(map(len, placed)) == count:  # all body, in order, already where it goes
-            self.filled = start + count
-        else:  # llhttp passed on less: write what it did say is body over what was received
-            self.filled = start
-            for piece in placed:
-                self._into_buffer(piece)
+        if placed != count:
+            raise httpx.RemoteProtocolError(f"llhttp took {placed} of {count} bytes as body")
+        self.filled = start + count
 
     def content(self) -> bytes | memoryview:
-        """The body: bytes, or a read-only memoryview of a long body's buffer."""
+        """The body, handed over (the reply keeps no hold of it): bytes, or a read-only
+        memoryview of a long body's buffer."""
         if self.buffer is not None:
-            return self.buffer[: self.filled].toreadonly()
-        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+            body: bytes | memoryview = self.buffer[: self.filled].toreadonly()
+        else:
+            body = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+        self.buffer, self.pieces, self.raw = None, [], None
+        return body
 
     def forget(self) -> None:
         """Let go of the parser (it holds this object's methods): the connection is closed."""
@@ -133,7 +134,7 @@ class Reply:
 
     def on_body(self, piece: bytes) -> None:
         if self.in_place is not None:
-            self.in_place.append(piece)
+            self.in_place += len(piece)  # already where it goes: counted, not copied
         elif self.buffer is not None:
             self._into_buffer(piece)
         else:

@@ -148,10 +148,15 @@ def test_wire_formats_agree(make_client: ClientFactory, table_name: str, wire: s
                           before[1, 1][None] - np.float32(0.5))
 
 
-def test_lookup_reply_is_a_read_only_view(client: Any, table_name: str) -> None:
-    client.create_table(table_name, 3, 2)
-    vectors = client.lookup(table_name, [0, 1])
+@pytest.mark.parametrize("rows", [2, 2048], ids=["short-reply", "long-reply"])
+def test_lookup_reply_is_a_read_only_view(client: Any, table_name: str, rows: int) -> None:
+    """A short reply's array views its bytes; a long one's (512 KiB here) the buffer the
+    transport received it into: read-only either way, and the table's rows exactly."""
+    client.create_table(table_name, 3000, 64, seed=3)
+    ids = np.arange(rows)[::-1] * 7 % 3000  # (rows,)
+    vectors = client.lookup(table_name, ids)
     assert not vectors.flags.writeable
+    assert np.array_equal(vectors, client.export_weights(table_name)[ids])
     writable = vectors.copy()
     writable += 1
     assert np.array_equal(writable, vectors + 1)

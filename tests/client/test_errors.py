@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
 from service.client import (
+    AsyncEmbeddingClient,
     EmbeddingClient,
     EmbeddingClientError,
     InvalidRequestError,
@@ -202,16 +204,28 @@ def test_the_client_knows_every_code_the_service_sends() -> None:
 
 
 
+@pytest.mark.parametrize("side", ["sync", "async"])
 def test_a_body_far_over_the_limit_is_refused_with_the_server_s_reply(
-    live_servers: Any,
+    live_servers: Any, side: str
 ) -> None:
     """uvicorn refuses a 24 MB body over max_body_bytes before reading it, replies 413 and
-    closes, so sending fails midway: the sync client still reads that reply (not a lost
+    closes, so sending fails midway: the client still reads that reply (not a lost
     connection retried, uploading the body again each time)."""
     server = live_servers({"max_body_bytes": 100_000})
-    with EmbeddingClient(server.url, retries=0) as client:
-        with pytest.raises(PayloadTooLargeError) as caught:
-            client.lookup("any", np.zeros(3_000_000, np.int64))
-        assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
-        assert caught.value.detail == "Content-Length 24000128 exceeds max_body_bytes=100000"
-        assert client.health() == {"status": "ok"}  # on a new connection
+    ids = np.zeros(3_000_000, np.int64)
+    if side == "sync":
+        with EmbeddingClient(server.url, retries=0) as client:
+            with pytest.raises(PayloadTooLargeError) as caught:
+                client.lookup("any", ids)
+            health = client.health()  # on a new connection
+    else:
+        async def refused() -> tuple[pytest.ExceptionInfo[PayloadTooLargeError], Any]:
+            async with AsyncEmbeddingClient(server.url, retries=0) as client:
+                with pytest.raises(PayloadTooLargeError) as caught:
+                    await client.lookup("any", ids)
+                return caught, await client.health()
+
+        caught, health = anyio.run(refused)
+    assert (caught.value.status, caught.value.code) == (413, "payload_too_large")
+    assert caught.value.detail == "Content-Length 24000128 exceeds max_body_bytes=100000"
+    assert health == {"status": "ok"}
