@@ -33,6 +33,7 @@ from service.api.codecs import JSON, NPY, NPZ
 from service.api.errors import PayloadTooLarge
 from service.api.metrics import AppMetrics
 from service.api.negotiation import format_of_accept, format_of_content_type
+from service.api.row_stream import RowStream
 from service.api.settings import Settings
 from service.core.errors import InvalidRequest
 from service.core.registry import TableRegistry
@@ -228,6 +229,10 @@ async def lookup(exchange: Exchange) -> Response:
     shape = (*ids.shape, table.embedding_dim)
     if out_fmt == NPY:
         buffer, rows = codecs.npy_reply_buffer(table.dtype, shape)
+        if work > settings.inline_max_bytes:  # sent while its rows are read (row_stream)
+            streamed = await RowStream.start(table, ids, buffer, rows)
+            exchange.note(table, ids.size, looked_up=ids.size)
+            return streamed
         _, step = await run_numeric(exchange, work, table.lookup, ids, rows)
         exchange.note(table, ids.size, looked_up=ids.size)
         return Response(buffer.data, media_type=NPY, headers={"X-Table-Step": str(step)})

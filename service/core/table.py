@@ -25,6 +25,7 @@ import numpy as np
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.errors import InvalidRequest
+from service.core.gather import Progress, take_rows
 from service.core.initializers import InitSpec, initial_weights
 from service.core.labels import LabelStore
 from service.core.locking import TableBusy, TableLock
@@ -143,18 +144,17 @@ class EmbeddingTable:
 
     # -- the three operations -------------------------------------------------------------
     def lookup(
-        self, ids: np.ndarray, out: np.ndarray | None = None, *, wait: bool = True
+        self, ids: np.ndarray, out: np.ndarray | None = None, *, wait: bool = True,
+        progress: Progress | None = None,
     ) -> tuple[np.ndarray, int]:
-        """W[ids], of shape ids.shape + (embedding_dim,), and the step it was read at.
-        `out` (C-contiguous, that shape and the table's dtype) receives the rows if given.
-        wait=False raises TableBusy instead of waiting for another operation (event loops)."""
+        """W[ids], of shape ids.shape + (embedding_dim,), and the step it was read at. `out`
+        (C-contiguous, that shape, the table's dtype) receives the rows if given; wait=False
+        raises TableBusy rather than wait (event loops); progress: service.core.gather."""
         checks.check_ids(ids, self.num_embeddings, self.name)
-        shape = (*ids.shape, self.embedding_dim)
         if out is None:
-            out = np.empty(shape, dtype=self.dtype)
-        flat_out = out.reshape(-1, self.embedding_dim)  # (n, dim), a view
+            out = np.empty((*ids.shape, self.embedding_dim), dtype=self.dtype)
         with self._locked(wait):
-            np.take(self.weights, ids.reshape(-1), axis=0, out=flat_out)
+            take_rows(self.weights, ids, out, progress, self.step)
             return out, self.step
 
     def copy_rows(self, start: int, stop: int, out: np.ndarray) -> int:
