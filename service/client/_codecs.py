@@ -33,8 +33,9 @@ def encode_npy_pair(first: np.ndarray, second: np.ndarray) -> bytes:
     return npy.encode(first, second)
 
 
-def decode_npy(body: bytes) -> np.ndarray:
-    """The array in .npy bytes, as a read-only view of them (np.frombuffer: no copy).
+def decode_npy(body: bytes | memoryview) -> np.ndarray:
+    """The array in .npy bytes, as a read-only view of them (np.frombuffer: no copy; a reply
+    received in place is a read-only memoryview of its buffer).
     ValueError (service.npy.NpyError) if they are not an .npy array the service would send."""
     return npy.read(body, field="the reply")[0]
 
@@ -52,7 +53,7 @@ def encode_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_json(body: bytes) -> Any:
+def decode_json(body: bytes | memoryview) -> Any:
     return orjson.loads(body)
 
 

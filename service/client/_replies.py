@@ -130,7 +130,7 @@ class Reply:
                 self.size = int(value)
                 self.raw = None  # the body ends where llhttp says, the close or not
                 if self.size > IN_PLACE_BYTES:
-                    self.buffer = memoryview(np.empty(self.size, dtype=np.uint8))  # (size,)
+                    self.buffer = np.empty(self.size, dtype=np.uint8).data  # (size,) bytes
 
     def on_body(self, piece: bytes) -> None:
         if self.in_place is not None:
