@@ -40,9 +40,11 @@ def on_backend(backend: str, step: Callable[[], object]) -> Callable[[], object]
 
 
 def push_rows(client: EmbeddingClient, table: str, weights: np.ndarray, lr: float,
-              rng: np.random.Generator, setup: Any,
-              runs: Callable[..., dict[str, float]]) -> tuple[list[Row], list[str]]:
-    """Rows 4 and 8 and their notes."""
+              rng: np.random.Generator, setup: Any, runs: Callable[..., dict[str, float]],
+              bare: EmbeddingClient | None = None) -> tuple[list[Row], list[str]]:
+    """Rows 4 and 8 and their notes. `bare`: a client of bench/_bare_asgi.py on the same
+    uvicorn, which takes the same push and answers it without doing anything (the floor of
+    row 4: the server and the client moving the request, nothing else)."""
     ids = zipf_ids(rng, setup.rows, 4096)
     grads = rng.standard_normal((4096, weights.shape[1]), dtype=np.float32) * 0.01  # (4096, dim)
     core = EmbeddingTable("core", *weights.shape, make_optimizer({"kind": "sgd", "lr": lr}),
@@ -54,6 +56,8 @@ def push_rows(client: EmbeddingClient, table: str, weights: np.ndarray, lr: floa
         "core": on_backend("numba", lambda: core.push(ids, grads, apply=True)),
         "core, numpy kernels": on_backend("numpy", lambda: core.push(ids, grads, apply=True)),
     }
+    if bare is not None:
+        sides["bare"] = lambda: bare.push_gradients(table, ids, grads, apply=True)
     notes = [f"rows 4, 8: {len(np.unique(ids))} distinct rows among the 4096 Zipf ids "
              "(exponent 1.1); the service's sums are bit-identical to np.add.at"]
     calls = setup.calls["push"]
@@ -92,6 +96,12 @@ def push_rows(client: EmbeddingClient, table: str, weights: np.ndarray, lr: floa
     notes.append(f"row 4: dense reference layer {rate(4096 / dense_took)}; the service does "
                  f"{dense_took / took['ours']:.0f}x its rows/s; push then apply as two requests "
                  f"{rate(4096 / took['ours, push then apply'])}")
+    if bare is not None:
+        notes.append(f"row 4: a bare ASGI app taking the same push on the same uvicorn, through "
+                     f"the same client (no idempotency key checked, no arithmetic): "
+                     f"{rate(4096 / took['bare'])}"
+                     + (f" ({took[min(torch_names, key=took.__getitem__)] / took['bare']:.0%} of "
+                        "torch)" if torch_names else ""))
     notes.append(f"row 8: the core on the numpy kernels (EMBED_KERNELS=numpy) "
                  f"{rate(4096 / took['core, numpy kernels'])}, "
                  f"{took['core, numpy kernels'] / took['core']:.1f}x the time of the numba ones")

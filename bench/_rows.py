@@ -142,15 +142,15 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
             if why_no_redis is None:
                 with redis_server() as port:
                     more_rows, more_notes = redis_rows(client, port, weights, lookups, setup,
-                                                       bare[32])
+                                                       bare)
             else:
                 notes.append(f"rows 1-2 without their peer: {why_no_redis}")
-                more_rows, more_notes = redis_rows(client, None, weights, lookups, setup,
-                                                   bare[32])
+                more_rows, more_notes = redis_rows(client, None, weights, lookups, setup, bare)
             row, note = numpy_row(client, weights, lookups[65536], setup, bare[65536])
-        rows += [*more_rows, row]
-        notes += [*more_notes, note]
-        more_rows, push_notes = push_rows(client, TABLE, weights, LR, rng, setup, runs)
+            rows += [*more_rows, row]
+            notes += [*more_notes, note]
+            more_rows, push_notes = push_rows(client, TABLE, weights, LR, rng, setup, runs,
+                                              bare_client)
         rows += more_rows
         notes += push_notes
         one = concurrent_rate(url, lookups[4096], 1, setup)
@@ -186,14 +186,15 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
 
 def redis_rows(
     client: EmbeddingClient, port: int | None, weights: np.ndarray,
-    lookups: dict[int, np.ndarray], setup: Setup, bare: Callable[[], object],
+    lookups: dict[int, np.ndarray], setup: Setup, bare: dict[int, Callable[[], object]],
 ) -> tuple[list[Row], list[str]]:
-    """Rows 1 and 2 (without their peer when port is None). `bare` is the same client call to
-    a bare ASGI app on the same uvicorn (bench/_bare_asgi.py), timed with row 2's sides."""
+    """Rows 1 and 2 (without their peer when port is None). `bare` holds the same client calls
+    to a bare ASGI app on the same uvicorn (bench/_bare_asgi.py), by number of ids, timed with
+    each row's sides."""
     ours_4096 = lambda: client.lookup(TABLE, lookups[4096])  # noqa: E731
     ours_32 = lambda: client.lookup(TABLE, lookups[32])  # noqa: E731
-    sides_4096: dict[str, Callable[[], object]] = {"ours": ours_4096}
-    sides_32: dict[str, Callable[[], object]] = {"ours": ours_32, "bare": bare}
+    sides_4096: dict[str, Callable[[], object]] = {"ours": ours_4096, "bare": bare[4096]}
+    sides_32: dict[str, Callable[[], object]] = {"ours": ours_32, "bare": bare[32]}
     if port is not None:
         import redis
 
@@ -208,7 +209,10 @@ def redis_rows(
     if port is not None:
         connection.close()
     us = {name: f"{seconds * 1e6:.0f} us" for name, seconds in latency.items()}
-    notes = [f"row 2: a bare ASGI app answering the same bytes on the same uvicorn, through the "
+    notes = [f"row 1: a bare ASGI app answering the same 4096 rows (zeros) on the same uvicorn, "
+             f"through the same client: {rate(4096 / took['bare'])}"
+             + (f" ({took['redis'] / took['bare']:.2f}x Redis)" if "redis" in took else ""),
+             f"row 2: a bare ASGI app answering the same bytes on the same uvicorn, through the "
              f"same client: {us['bare']}" + (f" ({latency['bare'] / latency['redis']:.2f}x "
                                              "Redis)" if "redis" in latency else "")]
     if "redis" not in took:
