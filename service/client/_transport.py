@@ -1,11 +1,12 @@
 """The sync client's transport: httpx's transport interface over plain sockets, with kept-alive
 connections, HTTP/1.1 written by h11 and parsed by httptools (service.client._http11 says why).
 
-Only what every platform's socket module has is used (connect, send, recv, settimeout; the
-socket's own timeouts wait with poll(), not select()), so it runs the same on Windows, and with
-any number of open files. Errors are raised as httpx's exception types, so retries treat every
-transport alike; any httpx transport can be passed to the client instead (tests pass ASGI ones
-and fault injectors).
+Only what every platform's socket module has is used (connect, send, recv, recv_into,
+settimeout; the socket's own timeouts wait with poll(), not select()), so it runs the same on
+Windows, and with any number of open files. A long reply body is received straight into its
+buffer (service.client._replies). Errors are raised as httpx's exception types, so retries
+treat every transport alike; any httpx transport can be passed to the client instead (tests
+pass ASGI ones and fault injectors).
 """
 
 from __future__ import annotations
