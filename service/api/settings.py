@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     inline_max_bytes: int = Field(
         2 * 2**20, ge=0, description="Lookups and pushes of at most this many bytes of rows "
         "(ids x embedding_dim x itemsize) run on the event loop when their table is free (a "
-        "thread hop costs more than the work); larger ones run in the thread pool. 0: always "
-        "the thread pool."
+        "thread hop costs more than the work); larger ones run in the thread pool (a binary "
+        "lookup's reply then goes out while its rows are read). 0: always the thread pool."
     )
     kernels: Literal["numba", "numpy"] = Field(
         "numba", description="The core's hot loops (scatter-add, optimizer steps, finding pushed "
