@@ -7,6 +7,7 @@ written first and the rows are taken into the bytes after it (service.npy.empty)
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from typing import Any
 
@@ -84,6 +85,49 @@ def json_array(value: Any, field: str, kinds: str, max_depth: int) -> np.ndarray
             f"such as {sample[0] if sample else value!r}"
         )
     return array
+
+
+KEY_LOW, KEY_END = -(2**63), 2**64  # JSON keys: [-2**63, 2**64)
+KEY_BITS = 2**64 - 1
+
+
+def json_keys(value: Any, field: str, max_depth: int) -> np.ndarray:
+    """JSON ids of a table keyed by any 64-bit integer (a dynamic table), as int64 keys: integers
+    in [-2**63, 2**64), those of 2**63 and above being the int64 of the same bits (the uint64
+    keys). One list may mix negative and large ids, which numpy alone would turn into floats or
+    objects: such a list is read exactly, integer by integer."""
+    if value is None:
+        raise InvalidRequest(f"{field} is required")
+    _depth_and_bools(value, field, max_depth)
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidRequest(f"{field} must be an integer or a nested list of integers of even "
+                             "shape (not ragged)") from None
+    if array.size == 0 and array.dtype.kind == "f":
+        return array.astype(np.int64)
+    if array.dtype.kind == "i":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "u":  # non-negative, some >= 2**63: the same bits as int64
+        return array.astype(np.uint64, copy=False).view(np.int64)
+    items = np.array(value, dtype=object).reshape(-1)  # the values as JSON gave them
+    if array.dtype.kind in "fO" and all(type(item) is int for item in items):
+        low, high = min(items), max(items)
+        if low >= KEY_LOW and high < KEY_END:
+            return np.fromiter((item & KEY_BITS for item in items), dtype=np.uint64,
+                               count=len(items)).view(np.int64).reshape(array.shape)
+        raise InvalidRequest(f"{field} must be integers in [-2**63, 2**64), got "
+                             f"{low if low < KEY_LOW else high}")
+    wide = [item for item in items if type(item) is float and math.isfinite(item)
+            and item == int(item)
+            and not KEY_LOW <= item < KEY_END] if array.dtype.kind in "fO" else []
+    if wide:
+        raise InvalidRequest(f"{field} must be integers in [-2**63, 2**64), got one of about "
+                             f"{wide[0]:.4g} (JSON integers beyond 64 bits are read as floats)")
+    sample = next((item for item in items if type(item) is not int), items[0] if len(items)
+                  else value)
+    described = "strings" if isinstance(sample, str) else "values"
+    raise InvalidRequest(f"{field} must be integers, got {described} such as {sample!r}")
 
 
 def _refuse_wide_integers(array: np.ndarray, field: str) -> None:

@@ -36,8 +36,9 @@ from service.api.negotiation import format_of_accept, format_of_content_type
 from service.api.row_stream import RowStream
 from service.api.settings import Settings
 from service.core.errors import InvalidRequest
+from service.core.locking import TableBusy
 from service.core.registry import TableRegistry
-from service.core.table import EmbeddingTable, TableBusy
+from service.core.table_base import Table
 
 Result = TypeVar("Result")
 
@@ -69,7 +70,7 @@ class Exchange:
     def query(self, name: str) -> str | None:
         return QueryParams(self.query_string).get(name) if self.query_string else None
 
-    def note(self, table: EmbeddingTable, rows: int, **counts: int) -> None:
+    def note(self, table: Table, rows: int, **counts: int) -> None:
         """What the access log (table, rows) and the row counters (counts) get."""
         self.scope.setdefault("embed.log", {}).update(table=table.name, rows=rows)
         if counts:
@@ -102,19 +103,28 @@ async def off_loop(size: int, work: Callable[..., Result], *args: Any) -> Result
     return await run_in_threadpool(work, *args)
 
 
-def parse_json_lookup(body: bytes, settings: Settings) -> np.ndarray:
+def json_ids(value: Any, table: Table, settings: Settings) -> np.ndarray:
+    """A request's JSON ids: row numbers (int64, or uint64 to be refused by the range check),
+    or for a table whose ids are keys any integer in [-2**63, 2**64) as int64 keys."""
+    if table.ids_are_keys:
+        return codecs.json_keys(value, "ids", settings.max_json_depth)
+    return codecs.json_array(value, "ids", "iu", settings.max_json_depth)
+
+
+def parse_json_lookup(body: bytes, settings: Settings, table: Table) -> np.ndarray:
     fields = codecs.parse_json_object(body)
     codecs.reject_unknown_fields(fields, {"ids"})
-    return codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+    return json_ids(fields.get("ids"), table, settings)
 
 
 def parse_json_push(
-    body: bytes, settings: Settings, embedding_dim: int
+    body: bytes, settings: Settings, table: Table
 ) -> tuple[np.ndarray, np.ndarray, bool, int | None]:
     """ids, grads, apply and step of a JSON push."""
+    embedding_dim = table.embedding_dim
     fields = codecs.parse_json_object(body)
     codecs.reject_unknown_fields(fields, {"ids", "grads", "apply", "step"})
-    ids = codecs.json_array(fields.get("ids"), "ids", "iu", settings.max_json_depth)
+    ids = json_ids(fields.get("ids"), table, settings)
     grads = codecs.json_array(fields.get("grads"), "grads", "iuf", settings.max_json_depth + 1)
     apply, step = fields.get("apply", False), fields.get("step")
     if type(apply) is not bool:
@@ -136,7 +146,7 @@ def check_count(ids: np.ndarray, settings: Settings) -> None:
         )
 
 
-def check_rows_bytes(operation: str, ids: np.ndarray, table: EmbeddingTable,
+def check_rows_bytes(operation: str, ids: np.ndarray, table: Table,
                      settings: Settings) -> int:
     """The bytes of rows the request makes the service hold (ids x embedding_dim x itemsize);
     413 over max_rows_bytes."""
@@ -166,7 +176,7 @@ def json_reply_bytes(id_shape: tuple[int, ...], dim: int, dtype: np.dtype) -> in
     return numbers + 3 * lists + JSON_ENVELOPE_CHARS + 21 * len(shape)
 
 
-def check_json_reply(ids: np.ndarray, table: EmbeddingTable, settings: Settings) -> None:
+def check_json_reply(ids: np.ndarray, table: Table, settings: Settings) -> None:
     size = json_reply_bytes(ids.shape, table.embedding_dim, table.dtype)
     if size > settings.max_rows_bytes:
         raise PayloadTooLarge(
@@ -222,7 +232,7 @@ async def lookup(exchange: Exchange) -> Response:
     if fmt == NPY:
         ids = codecs.parse_npy(body, "ids")
     else:
-        ids = await off_loop(len(body), parse_json_lookup, body, settings)
+        ids = await off_loop(len(body), parse_json_lookup, body, settings, table)
     check_count(ids, settings)
     exchange.note(table, ids.size)
     work = check_rows_bytes("lookup", ids, table, settings)
@@ -253,9 +263,8 @@ async def push(exchange: Exchange) -> Response:
     body = await exchange.read_body()
     fmt = format_of_content_type(exchange.content_type, NPZ, NPY)
     if fmt == JSON:
-        ids, grads, apply, step = await off_loop(
-            len(body), parse_json_push, body, settings, table.embedding_dim
-        )
+        ids, grads, apply, step = await off_loop(len(body), parse_json_push, body, settings,
+                                                 table)
     else:
         if fmt == NPZ:
             arrays = await off_loop(
@@ -273,4 +282,6 @@ async def push(exchange: Exchange) -> Response:
     exchange.note(table, ids.size, pushed=ids.size, updated=result.rows_updated)
     reply = {"rows": result.rows, "pending_rows": result.pending_rows, "step": result.step,
              "rows_updated": result.rows_updated}
+    if result.dropped_rows is not None:  # tables that admit keys say what they dropped
+        reply["dropped_rows"] = result.dropped_rows
     return Response(codecs.dumps(reply), media_type=JSON)

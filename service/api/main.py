@@ -36,6 +36,7 @@ from service.core.snapshot_store import SnapshotStore
 from service.core.warm_up import warm_up
 
 log = logging.getLogger("service")
+DYNAMIC_WARM_UP_WAIT_SECONDS = 1.0  # enough to load the dynamic kernels from numba's cache
 # The service has its own metrics (/metrics). FastAPI >= 0.16x's OpenTelemetry hooks, unused,
 # still looked up three providers on every request (their cost: docs/performance.md).
 NO_FASTAPI_TELEMETRY: dict[str, Any] = (
@@ -84,7 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     kernels.use(settings.kernels)  # numba compiles (or loads its cache) here, before serving
-    warm_up()  # and the first calls of every table operation are paid here, not by a request
+    # and the first calls of every table operation are paid here, not by a request; the
+    # dynamic tables' kernels compile in a thread (seconds without numba's cache: a dynamic
+    # table made before they are ready waits for them)
+    if not warm_up(dynamic_wait=DYNAMIC_WARM_UP_WAIT_SECONDS):
+        log.info("dynamic tables: kernels still compiling (no numba cache); a dynamic table "
+                 "made meanwhile waits for them")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 from service.api.middleware.replies import ReplyStore
 from service.api.middleware.routes import route_policy
 from service.core.registry import TableRegistry
-from service.core.table import EmbeddingTable
+from service.core.table_base import Table
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -144,7 +144,7 @@ class AppMetrics:
             registry=self.registry,
         )
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.rows: weakref.WeakKeyDictionary[EmbeddingTable, RowCounts] = (
+        self.rows: weakref.WeakKeyDictionary[Table, RowCounts] = (
             weakref.WeakKeyDictionary()
         )
         self.registry.register(TableCollector(tables, self.rows, replies))
@@ -167,7 +167,7 @@ class AppMetrics:
         self.closed_connections.labels(reason).inc()
 
     def count_rows(
-        self, table: EmbeddingTable, *, looked_up: int = 0, pushed: int = 0, updated: int = 0
+        self, table: Table, *, looked_up: int = 0, pushed: int = 0, updated: int = 0
     ) -> None:
         counts = self.rows.get(table)
         if counts is None:
@@ -197,7 +197,7 @@ def metrics_of(app: FastAPI) -> AppMetrics:
     return metrics
 
 
-def note_request(request: Request, table: EmbeddingTable, rows: int, **counts: int) -> None:
+def note_request(request: Request, table: Table, rows: int, **counts: int) -> None:
     """What a route tells the access log (table, rows) and the row counters (counts)."""
     request.scope.setdefault("embed.log", {}).update(table=table.name, rows=rows)
     if counts:

@@ -49,20 +49,50 @@ class OptimizerConfig(BaseModel):
     kind: Literal["sgd", "momentum", "adagrad", "adam"] = "sgd"
 
 
+class DynamicSettings(Strict):
+    """A dynamic table: any 64-bit integer id, a row made on first use (service.core.dynamic)."""
+
+    capacity: int | None = Field(None, ge=1, description="Live rows kept after each step; the "
+                                 "rest are evicted (null: no limit but the memory budget).")
+    admit_after: int = Field(1, ge=1, description="Pushes a key must appear in before it gets a "
+                             "row; the gradient pushed before that is dropped (dropped_rows).")
+    evict: Literal["lru", "lfu"] = Field("lru", description="Over capacity, the least recently "
+                                         "(lru) or least often (lfu) updated rows leave first, "
+                                         "ties to the smaller key.")
+    ttl_steps: int | None = Field(None, ge=1, description="Rows not updated in the last "
+                                  "ttl_steps steps leave (null: never for age).")
+    max_candidates: int = Field(1_000_000, ge=1, description="Keys not admitted yet whose "
+                                "pushes are counted at once (admit_after > 1); beyond it the "
+                                "least recently seen are forgotten.")
+
+
 class CreateTable(Strict):
     name: str = Field(examples=["words"])
-    num_embeddings: int = Field(gt=0, examples=[10000])
+    num_embeddings: int | None = Field(None, gt=0, examples=[10000], description=(
+        "Rows of a fixed table (ids 0..num_embeddings-1); leave out for a dynamic table."))
     embedding_dim: int = Field(gt=0, examples=[64])
     dtype: Literal["float32", "float64"] = "float32"
     init: Init = Field(default_factory=lambda: NormalInit(kind="normal"))
     seed: int | None = Field(None, ge=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     max_staleness: int | None = Field(None, ge=0)
+    dynamic: DynamicSettings | None = Field(None, description=(
+        "Make a dynamic table (any 64-bit id, rows made on first use) with these settings; "
+        "instead of num_embeddings."))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CreateTable:
+        if (self.num_embeddings is None) == (self.dynamic is None):
+            raise ValueError(
+                "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
+                "(any 64-bit id, rows made on first use), not "
+                + ("both" if self.dynamic is not None else "neither"))
+        return self
 
 
 class TableInfo(BaseModel):
     name: str
-    num_embeddings: int
+    num_embeddings: int | None = Field(description="null for a dynamic table.")
     embedding_dim: int
     dtype: str
     init: dict[str, Any]
@@ -73,6 +103,10 @@ class TableInfo(BaseModel):
     pending_rows: int
     labels: int = Field(0, description="Rows with a label (PUT /v1/tables/{name}/labels).")
     nbytes: int
+    dynamic: DynamicSettings | None = Field(None, description="A dynamic table's settings, "
+                                            "defaults filled in (absent for a fixed table).")
+    rows: int | None = Field(None, description="A dynamic table's live rows.")
+    evicted_rows: int | None = Field(None, description="Rows a dynamic table evicted so far.")
 
 
 class TableList(BaseModel):
@@ -101,6 +135,8 @@ class PushReply(BaseModel):
     pending_rows: int
     step: int
     rows_updated: int = 0
+    dropped_rows: int | None = Field(None, description="Dynamic tables: id entries whose key "
+                                     "was not admitted yet (their gradient was dropped).")
 
 
 class ApplyRequest(Strict):
@@ -136,5 +172,6 @@ class SnapshotReply(BaseModel):
 
 
 class WeightsJson(BaseModel):
+    ids: list[int] | None = Field(None, description="A dynamic table's keys, ascending.")
     shape: list[int]
     vectors: list[list[float]]

@@ -1,21 +1,37 @@
-"""A whole table's weights as one .npy over HTTP, streamed both ways.
+"""A table's weights over HTTP, both ways, in the layout of its kind.
 
+A fixed table's weights are one .npy of its (num_embeddings, dim) matrix, streamed both ways.
 Export (`npy_chunks`) sends the .npy header, then the rows in chunks, each copied under the
 table lock (a row is never torn; rows of different chunks may be from different steps if
 training runs during the download). Import (`NpyReceiver`) checks the header against the table
 as soon as it has arrived and fills one new array of the table's shape as the body streams in:
 memory is one table's weights, whatever the body's chunking.
+
+A dynamic table's weights are an .npz of `ids` (int64, ascending) and `weights` (their rows):
+export copies every live row at one instant (DynamicTable.export_rows); import sets the rows of
+the given ids (DynamicTable.set_rows), the others untouched. The routes call `export` and
+`receive`, which pick the layout from the table (its ids are keys or row numbers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from service import npy
+from service.api import codecs
+from service.api.codecs import JSON, NPY, NPZ
+from service.api.errors import NotAcceptable
 from service.core.errors import InvalidRequest
 from service.core.table import EmbeddingTable
+from service.core.table_base import Table
+
+DESCRIBED = {NPY: "np.save's bytes", NPZ: "np.savez's bytes of arrays ids and weights"}
 
 EXPORT_CHUNK_BYTES = 16 * 2**20  # the lock is held for one chunk's copy (a few ms)
 MAX_HEADER_BYTES = 65536
@@ -130,3 +146,72 @@ class NpyReceiver:
         if fortran_order:
             raise InvalidRequest("body is a Fortran-order .npy; send a C-order array "
                                  "(np.ascontiguousarray)")
+
+
+def media_type(table: Table) -> str:
+    """The binary layout of the table's weights: .npy (a matrix) or .npz (ids and weights)."""
+    return NPY if isinstance(table, EmbeddingTable) else NPZ
+
+
+async def export(table: Table, fmt: str, max_json_bytes: int) -> Response:
+    """The reply of GET weights in `fmt` (the table's media type, or JSON)."""
+    step = table.step
+    if isinstance(table, EmbeddingTable) and fmt == NPY:
+        length, pieces = npy_chunks(table)
+        return StreamingResponse(pieces, media_type=NPY, headers={
+            "X-Table-Step": str(step), "Content-Length": str(length),
+            "Content-Disposition": f'attachment; filename="{table.name}.npy"'})
+    weights_bytes = _weights_bytes(table)  # before anything is copied
+    if fmt == JSON and weights_bytes > max_json_bytes:
+        raise NotAcceptable(
+            f"table {table.name!r} has {weights_bytes} bytes of weights, more than "
+            f"max_json_weights_bytes={max_json_bytes} for JSON; ask for Accept: "
+            f"{media_type(table)}")
+    ids, rows, step = await run_in_threadpool(_all_rows, table)
+    if fmt == JSON:
+        reply: dict[str, Any] = {"shape": list(rows.shape), "vectors": rows}
+        if not isinstance(table, EmbeddingTable):
+            reply = {"ids": ids, **reply}
+        return Response(codecs.dumps(reply), media_type=JSON, headers={"X-Table-Step": str(step)})
+    body = await run_in_threadpool(lambda: codecs.to_npz(ids=ids, weights=rows))
+    return Response(body, media_type=NPZ, headers={
+        "X-Table-Step": str(step),
+        "Content-Disposition": f'attachment; filename="{table.name}.npz"'})
+
+
+def _weights_bytes(table: Table) -> int:
+    rows = table.num_embeddings if isinstance(table, EmbeddingTable) else (
+        table.live_rows)  # type: ignore[attr-defined]
+    return int(rows) * table.embedding_dim * table.dtype.itemsize
+
+
+def _all_rows(table: Table) -> tuple[np.ndarray, np.ndarray, int]:
+    if isinstance(table, EmbeddingTable):
+        rows, step = table.lookup(np.arange(table.num_embeddings))
+        return np.arange(table.num_embeddings), rows, step
+    return table.export_rows()  # type: ignore[attr-defined, no-any-return]
+
+
+async def receive(table: Table, stream: AsyncIterator[bytes], max_bytes: int) -> int:
+    """Read a PUT weights body (at most max_bytes) and set the table's weights; the pending
+    rows dropped."""
+    if isinstance(table, EmbeddingTable):
+        receiver = NpyReceiver(table.weights.shape, table.dtype, f"table {table.name!r}")
+        problem: InvalidRequest | None = None
+        async for piece in stream:
+            if problem is None:
+                try:
+                    receiver.feed(piece)
+                except InvalidRequest as error:
+                    problem = error  # read on to the end, so the client sees the reply
+        if problem is not None:
+            raise problem
+        weights = receiver.finish()
+        await run_in_threadpool(check_finite, weights)
+        return await run_in_threadpool(table.replace_weights, weights)
+    body = b"".join([piece async for piece in stream])  # bounded by max_weights_body_bytes
+    arrays = await run_in_threadpool(codecs.parse_npz, body, ("ids", "weights"), max_bytes)
+    ids, weights = arrays["ids"], arrays["weights"]
+    if ids.ndim != 1:
+        raise InvalidRequest(f"ids must be a 1-d array of integers, got shape {list(ids.shape)}")
+    return await run_in_threadpool(table.set_rows, ids, weights)  # type: ignore[attr-defined]

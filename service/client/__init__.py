@@ -7,6 +7,8 @@
         vectors = client.lookup("words", ids)          # ids.shape + (64,)
         client.push_gradients("words", ids, grads)
         client.apply("words")
+        client.create_table("users", embedding_dim=32, dynamic={"capacity": 1_000_000})
+        client.push_gradients("users", hashed_ids, grads)  # any int64 / uint64 ids
 
 AsyncEmbeddingClient is the same with `await` (and `async with`). Only numpy, httpx and orjson
 are needed: nothing of the server side is imported.
@@ -24,7 +26,14 @@ from service.client.errors import (
     TableNotFoundError,
     UnauthorizedError,
 )
-from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
+from service.client.models import (
+    ApplyResult,
+    KeyedWeights,
+    Lookup,
+    Neighbours,
+    PushResult,
+    TableInfo,
+)
 from service.client.sync import EmbeddingClient
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "EmbeddingClient",
     "EmbeddingClientError",
     "InvalidRequestError",
+    "KeyedWeights",
     "Lookup",
     "Neighbours",
     "PayloadTooLargeError",

@@ -57,13 +57,36 @@ def decode_json(body: bytes | memoryview) -> Any:
     return orjson.loads(body)
 
 
+KEY_BITS = 2**64 - 1
+
+
 def as_ids(ids: Any) -> np.ndarray:
-    """ids as an array; a list of Python ints becomes int64, an empty list an empty int64 array.
-    Anything else is sent as it is: the server checks it and names what is wrong."""
+    """ids as an array; a list of Python ints becomes int64 (uint64 if some are >= 2**63 and
+    none negative), an empty list an empty int64 array. A list mixing negative ids and ids of
+    2**63 or more (which numpy would make floats) becomes the int64 keys of the same 64 bits,
+    as a dynamic table reads them. Anything else is sent as it is: the server checks it and
+    names what is wrong."""
     array = np.asarray(ids)
     if array.size == 0 and array.dtype.kind == "f":
         return array.astype(np.int64)
+    if array.dtype.kind in "fO" and not isinstance(ids, np.ndarray):
+        items = np.asarray(ids, dtype=object).reshape(-1)
+        if all(type(item) is int for item in items) and min(items) >= -(2**63) and \
+                max(items) <= KEY_BITS:
+            return np.fromiter((item & KEY_BITS for item in items), dtype=np.uint64,
+                               count=len(items)).view(np.int64).reshape(array.shape)
     return array
+
+
+def as_keys_if_wide(ids: np.ndarray) -> np.ndarray:
+    """uint64 ids as the int64 keys of the same bits (JSON lists of label ids carry int64)."""
+    return ids.view(np.int64) if ids.dtype == np.uint64 else ids
+
+
+def decode_npz(body: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz reply (no pickles)."""
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return {name: npy.read(archive.read(f"{name}.npy"), field=name)[0] for name in names}
 
 
 def json_ready(array: np.ndarray) -> np.ndarray | list[Any] | int | float:

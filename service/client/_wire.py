@@ -21,7 +21,14 @@ import numpy as np
 from service.client import _codecs as codecs
 from service.client._http11 import Prepared, Response, origin_of
 from service.client.errors import EmbeddingClientError, ServerUnavailableError, error_for
-from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
+from service.client.models import (
+    ApplyResult,
+    KeyedWeights,
+    Lookup,
+    Neighbours,
+    PushResult,
+    TableInfo,
+)
 
 T = TypeVar("T")
 # A reply: the client's own transports' Response, or any httpx transport's (the same fields)
@@ -177,7 +184,10 @@ def _apply_result(response: AnyResponse) -> ApplyResult:
     return ApplyResult.from_json(_json(response), _replayed(response))
 
 
-def _array(response: AnyResponse) -> np.ndarray:
+def _weights(response: AnyResponse) -> np.ndarray | KeyedWeights:
+    if response.headers.get("content-type", "").startswith(codecs.NPZ):
+        arrays = codecs.decode_npz(response.content, ("ids", "weights"))
+        return KeyedWeights(arrays["ids"], arrays["weights"])
     return codecs.decode_npy(response.content)
 
 
@@ -243,12 +253,18 @@ class Requests:
         return Call("GET", "/healthz", _json)
 
     def create_table(
-        self, name: str, num_embeddings: int, embedding_dim: int, *, dtype: str,
+        self, name: str, num_embeddings: int | None, embedding_dim: int | None, *, dtype: str,
         init: str | Mapping[str, Any] | None, seed: int | None,
         optimizer: str | Mapping[str, Any] | None, max_staleness: int | None,
+        dynamic: Mapping[str, Any] | None,
     ) -> Call[TableInfo]:
-        spec: dict[str, Any] = {"name": name, "num_embeddings": num_embeddings,
-                                "embedding_dim": embedding_dim, "dtype": dtype}
+        if embedding_dim is None:
+            raise TypeError("create_table() needs embedding_dim")
+        spec: dict[str, Any] = {"name": name, "embedding_dim": embedding_dim, "dtype": dtype}
+        if num_embeddings is not None:  # the server says what is wrong with both or neither
+            spec["num_embeddings"] = num_embeddings
+        if dynamic is not None:
+            spec["dynamic"] = dict(dynamic)
         for field, value in (("init", init), ("optimizer", optimizer)):
             if value is not None:
                 spec[field] = {"kind": value} if isinstance(value, str) else dict(value)
@@ -304,20 +320,22 @@ class Requests:
     def snapshot(self) -> Call[dict[str, Any]]:
         return Call("POST", "/v1/snapshots", _json, b"", {**self.json_headers, **_once()})
 
-    def export_weights(self, name: str) -> Call[np.ndarray]:
-        return Call("GET", _table_path(name, "weights"), _array, headers={"Accept": codecs.NPY})
+    def export_weights(self, name: str) -> Call[np.ndarray | KeyedWeights]:
+        return Call("GET", _table_path(name, "weights"), _weights,
+                    headers={"Accept": f"{codecs.NPY}, {codecs.NPZ}"})
 
     def set_labels(self, name: str, labels: Any, ids: Any, merge: bool) -> Call[TableInfo]:
         body: dict[str, Any] = {"labels": list(labels), "merge": merge}
         if ids is not None:
-            body["ids"] = codecs.as_ids(ids).reshape(-1).tolist()
+            body["ids"] = codecs.as_keys_if_wide(codecs.as_ids(ids)).reshape(-1).tolist()
         return Call("PUT", _table_path(name, "labels"), _table_info, codecs.encode_json(body),
                     {**self.json_headers, **_once()})
 
     def get_labels(self, name: str, ids: Any) -> Call[dict[int, str]]:
         params = None
         if ids is not None:
-            params = {"ids": ",".join(map(str, codecs.as_ids(ids).reshape(-1).tolist()))}
+            params = {"ids": ",".join(map(str, codecs.as_keys_if_wide(
+                codecs.as_ids(ids)).reshape(-1).tolist()))}
         return Call("GET", _table_path(name, "labels"), _labels, params=params)
 
     def most_similar(
@@ -337,7 +355,11 @@ class Requests:
         return Call("POST", _table_path(name, "neighbors"), _neighbours_batch,
                     codecs.encode_json(body), self.json_headers)
 
-    def import_weights(self, name: str, weights: Any) -> Call[TableInfo]:
-        return Call("PUT", _table_path(name, "weights"), _table_info,
-                    codecs.encode_npy(np.asarray(weights)),
-                    {"Content-Type": codecs.NPY, "Accept": codecs.JSON, **_once()})
+    def import_weights(self, name: str, weights: Any, ids: Any) -> Call[TableInfo]:
+        if ids is None:
+            content, media = codecs.encode_npy(np.asarray(weights)), codecs.NPY
+        else:
+            content = codecs.encode_npz(ids=codecs.as_ids(ids), weights=np.asarray(weights))
+            media = codecs.NPZ
+        return Call("PUT", _table_path(name, "weights"), _table_info, content,
+                    {"Content-Type": media, "Accept": codecs.JSON, **_once()})

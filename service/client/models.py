@@ -14,7 +14,7 @@ class TableInfo:
     (fields added by newer services are there)."""
 
     name: str
-    num_embeddings: int
+    num_embeddings: int | None  # None: a dynamic table (any 64-bit id)
     embedding_dim: int
     dtype: str
     step: int
@@ -25,11 +25,19 @@ class TableInfo:
     seed: int | None = None
     max_staleness: int | None = None
     labels: int = 0  # rows with a label
+    dynamic: dict[str, Any] | None = None  # a dynamic table's settings, defaults filled in
+    rows: int | None = None  # a dynamic table's live rows
+    evicted_rows: int | None = None  # rows a dynamic table evicted so far
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def shape(self) -> tuple[int | None, int]:
+        """(num_embeddings, embedding_dim); (None, embedding_dim) for a dynamic table."""
         return (self.num_embeddings, self.embedding_dim)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.dynamic is not None
 
     @classmethod
     def from_json(cls, reply: dict[str, Any]) -> TableInfo:
@@ -46,6 +54,9 @@ class TableInfo:
             seed=reply.get("seed"),
             max_staleness=reply.get("max_staleness"),
             labels=reply.get("labels", 0),
+            dynamic=reply.get("dynamic"),
+            rows=reply.get("rows"),
+            evicted_rows=reply.get("evicted_rows"),
             raw=reply,
         )
 
@@ -60,11 +71,12 @@ class PushResult:
     step: int
     rows_updated: int = 0
     replayed: bool = False  # the server answered a retry with the first attempt's reply
+    dropped_rows: int | None = None  # dynamic tables: id entries of keys not admitted yet
 
     @classmethod
     def from_json(cls, reply: dict[str, Any], replayed: bool = False) -> PushResult:
         return cls(reply["rows"], reply["pending_rows"], reply["step"],
-                   reply.get("rows_updated", 0), replayed)
+                   reply.get("rows_updated", 0), replayed, reply.get("dropped_rows"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,13 @@ class Neighbours:
                    np.asarray(reply["scores"], dtype=np.float64), reply.get("labels"))
 
 
+class KeyedWeights(NamedTuple):
+    """A dynamic table's weights: `ids, weights = client.export_weights("users")`."""
+
+    ids: np.ndarray  # (n,) int64, ascending
+    weights: np.ndarray  # (n, embedding_dim)
+
+
 class Lookup(NamedTuple):
     """Rows and the table step they were read at: `vectors, step = client.lookup_with_step(...)`."""
 
@@ -109,4 +128,4 @@ class Lookup(NamedTuple):
     step: int
 
 
-__all__ = ["ApplyResult", "Lookup", "Neighbours", "PushResult", "TableInfo"]
+__all__ = ["ApplyResult", "KeyedWeights", "Lookup", "Neighbours", "PushResult", "TableInfo"]

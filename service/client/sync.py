@@ -29,7 +29,14 @@ from service.client._wire import (
     finish,
     unavailable,
 )
-from service.client.models import ApplyResult, Lookup, Neighbours, PushResult, TableInfo
+from service.client.models import (
+    ApplyResult,
+    KeyedWeights,
+    Lookup,
+    Neighbours,
+    PushResult,
+    TableInfo,
+)
 
 T = TypeVar("T")
 
@@ -75,20 +82,25 @@ class EmbeddingClient:
     def create_table(
         self,
         name: str,
-        num_embeddings: int,
-        embedding_dim: int,
+        num_embeddings: int | None = None,
+        embedding_dim: int | None = None,
         *,
         dtype: str = "float32",
         init: str | Mapping[str, Any] | None = None,
         seed: int | None = None,
         optimizer: str | Mapping[str, Any] | None = None,
         max_staleness: int | None = None,
+        dynamic: Mapping[str, Any] | None = None,
     ) -> TableInfo:
-        """Create a table. `optimizer` is a kind ("adam") or {"kind": "adam", "lr": 0.01, ...};
-        `init` likewise ("zeros", {"kind": "normal", "std": 0.1}). TableExistsError if taken."""
+        """Create a table of num_embeddings rows (ids 0..num_embeddings-1), or with `dynamic`
+        settings ({"capacity": 1_000_000, "admit_after": 2, "evict": "lfu", "ttl_steps": None},
+        {} for the defaults) and no num_embeddings a dynamic table: any int64 / uint64 id, a
+        row made on first use. `optimizer` is a kind ("adam") or {"kind": "adam", "lr": 0.01,
+        ...}; `init` likewise ("zeros", {"kind": "normal", "std": 0.1}). TableExistsError if
+        taken."""
         return self._send(self._requests.create_table(
             name, num_embeddings, embedding_dim, dtype=dtype, init=init, seed=seed,
-            optimizer=optimizer, max_staleness=max_staleness,
+            optimizer=optimizer, max_staleness=max_staleness, dynamic=dynamic,
         ))
 
     def get_table(self, name: str) -> TableInfo:
@@ -167,16 +179,18 @@ class EmbeddingClient:
         "unchanged": [names], "bytes", "seconds"}."""
         return self._send(self._requests.snapshot())
 
-    def export_weights(self, table: str) -> np.ndarray:
-        """The table's whole weight matrix, (num_embeddings, embedding_dim), read-only
-        (.npy on the wire, whatever `wire` says)."""
+    def export_weights(self, table: str) -> np.ndarray | KeyedWeights:
+        """A fixed table's whole weight matrix, (num_embeddings, embedding_dim), read-only
+        (.npy on the wire, whatever `wire` says); a dynamic table's live rows as KeyedWeights
+        (ids ascending, weights), from an .npz."""
         return self._send(self._requests.export_weights(table))
 
-    def import_weights(self, table: str, weights: Any) -> TableInfo:
-        """Replace the table's weights with an array of exactly its shape and dtype (.npy on
-        the wire, whatever `wire` says). The pending gradient is dropped; step and optimizer
-        state are kept."""
-        return self._send(self._requests.import_weights(table, weights))
+    def import_weights(self, table: str, weights: Any, ids: Any = None) -> TableInfo:
+        """A fixed table: replace its weights with an array of exactly its shape and dtype
+        (.npy on the wire, whatever `wire` says). A dynamic table: with `ids`, set the rows of
+        those ids (made where absent; .npz on the wire). The pending gradient is dropped; step
+        and optimizer state are kept."""
+        return self._send(self._requests.import_weights(table, weights, ids))
 
     # -- sending ---------------------------------------------------------------------------
     def _send(self, call: Call[T]) -> T:

@@ -1,7 +1,8 @@
-"""The memory budget a table's pending gradient and labels check before they grow.
+"""The memory budget a table's pending gradient, labels and dynamic rows check before they grow.
 
-Weights and optimizer state are counted when a table is made (service.core.registry); a pending
-gradient grows push by push, and labels with every PUT, so they ask the budget first. The
+Weights and optimizer state of a fixed table are counted when it is made (service.core.registry);
+a pending gradient grows push by push, labels with every PUT, and a dynamic table's rows, key
+index, eviction bookkeeping and admission counts as keys arrive, so they ask the budget first. The
 registry makes one MemoryBudget for all its tables and passes it to each table it creates or
 restores; a table made alone (budget=None) has no limit.
 """
@@ -39,4 +40,15 @@ class MemoryBudget:
                 f"push to table {table!r} refused: its pending gradient needs {extra} more bytes "
                 f"and {used} of the memory budget of {self.limit_bytes} bytes are in use "
                 "(apply the pending gradient to free it)"
+            )
+
+    def check_dynamic(self, table: str, extra: int, what: str) -> None:
+        """BudgetExceeded unless dynamic table `table` may grow by `extra` bytes for `what`
+        ("3 new rows", "5 admission candidates"). Called under the table's lock."""
+        used = self.used()
+        if used + extra > self.limit_bytes:
+            raise BudgetExceeded(
+                f"table {table!r} refused {what}: they need {extra} more bytes and {used} of "
+                f"the memory budget of {self.limit_bytes} bytes are in use (set "
+                "dynamic.capacity, or a ttl, to bound the table's rows)"
             )

@@ -77,6 +77,13 @@ class PendingGradient:
         return (self._rows.nbytes + self._sums.nbytes
                 + self._index_rows.nbytes + self._index_slots.nbytes)
 
+    def contains(self, rows: np.ndarray) -> np.ndarray:
+        """(k,) bool: which of `rows` (sorted, distinct) have a pending gradient."""
+        position = kernels.search_sorted(self._index_rows, rows)  # (k,)
+        found = position < self._count
+        found[found] = self._index_rows[position[found]] == rows[found]
+        return found
+
     def add(self, rows: np.ndarray, slot_of_id: np.ndarray, grads: np.ndarray) -> None:
         """One push: add grads[j] (n, dim) into the pending sum of rows[slot_of_id[j]], in order
         of j, and count the push. rows (k,) int64 are sorted and distinct (sorted_distinct).

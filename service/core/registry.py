@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from service.core.budget import MemoryBudget
+from service.core.dynamic.spec import DynamicSpec, check_spec
+from service.core.dynamic.table import DynamicTable
 from service.core.errors import BudgetExceeded, InvalidRequest, TableExists, TableNotFound
 from service.core.initializers import InitSpec, check_init
-from service.core.optimizers import make_optimizer
+from service.core.optimizers import Optimizer, make_optimizer
 from service.core.table import DTYPES, EmbeddingTable
+from service.core.table_base import Table
 
 TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
@@ -44,7 +47,7 @@ class TableRegistry:
     def __init__(self, *, memory_budget_bytes: int, max_tables: int) -> None:
         self.memory_budget_bytes = memory_budget_bytes
         self.max_tables = max_tables
-        self._tables: dict[str, EmbeddingTable] = {}
+        self._tables: dict[str, Table] = {}
         self._building: dict[str, int] = {}  # tables being allocated: name -> bytes reserved
         self._holders: list[MemoryHolder] = []
         self._lock = threading.Lock()
@@ -55,10 +58,10 @@ class TableRegistry:
     def __len__(self) -> int:
         return len(self._tables)
 
-    def __iter__(self) -> Iterator[EmbeddingTable]:
+    def __iter__(self) -> Iterator[Table]:
         return iter(list(self._tables.values()))
 
-    def get(self, name: str) -> EmbeddingTable:
+    def get(self, name: str) -> Table:
         table = self._tables.get(name)
         if table is None:
             raise TableNotFound(name)
@@ -84,7 +87,7 @@ class TableRegistry:
     def create(
         self,
         name: str,
-        num_embeddings: int,
+        num_embeddings: int | None,
         embedding_dim: int,
         *,
         dtype: str = "float32",
@@ -92,10 +95,21 @@ class TableRegistry:
         seed: int | None = None,
         optimizer: dict[str, Any] | None = None,
         max_staleness: int | None = None,
-    ) -> EmbeddingTable:
-        """Make a new table; every argument is checked before anything is allocated."""
+        dynamic: DynamicSpec | dict[str, Any] | None = None,
+    ) -> Table:
+        """Make a new table: a fixed one of num_embeddings rows, or with `dynamic` settings
+        (and num_embeddings None) a dynamic one (service.core.dynamic). Every argument is
+        checked before anything is allocated."""
         check_table_name(name)
-        for field, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
+        if (num_embeddings is None) == (dynamic is None):
+            raise InvalidRequest(
+                "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
+                "(any 64-bit id, rows made on first use), not "
+                + ("both" if dynamic is not None else "neither"))
+        sizes = [("embedding_dim", embedding_dim)]
+        if num_embeddings is not None:
+            sizes.insert(0, ("num_embeddings", num_embeddings))
+        for field, value in sizes:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
         if dtype not in DTYPES:
@@ -104,6 +118,10 @@ class TableRegistry:
             raise InvalidRequest(f"max_staleness must be >= 0, got {max_staleness!r}")
         check_init(init or InitSpec(), DTYPES[dtype])
         rule = make_optimizer(optimizer or {"kind": "sgd"})
+        if dynamic is not None:
+            return self._create_dynamic(name, embedding_dim, rule, check_spec(dynamic), dtype,
+                                        init, seed, max_staleness)
+        assert num_embeddings is not None
         shape = (num_embeddings, embedding_dim)
         itemsize = DTYPES[dtype].itemsize
         needed = shape[0] * shape[1] * itemsize + rule.state_bytes(shape, DTYPES[dtype])
@@ -124,7 +142,20 @@ class TableRegistry:
             self._tables[name] = table
         return table
 
-    def add(self, table: EmbeddingTable) -> None:
+    def _create_dynamic(self, name: str, embedding_dim: int, rule: Optimizer,
+                        settings: DynamicSpec, dtype: str, init: InitSpec | None,
+                        seed: int | None, max_staleness: int | None) -> Table:
+        """A dynamic table starts with no rows (each asks the budget as it grows); its kernels
+        may still be compiling at start-up, so it is made outside the lock."""
+        table = DynamicTable(name, embedding_dim, rule, settings=settings, dtype=dtype,
+                             init=init, seed=seed, max_staleness=max_staleness,
+                             budget=self.budget)
+        with self._lock:
+            self._check_room(name, table.nbytes)
+            self._tables[name] = table
+        return table
+
+    def add(self, table: Table) -> None:
         """Register a table built elsewhere (restored from a snapshot), under the same limits.
         It must have been made with budget=self.budget."""
         if table.budget is not self.budget:

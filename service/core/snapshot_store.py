@@ -38,7 +38,7 @@ from service.core.directory_lock import lock_directory, unlock_directory
 from service.core.errors import InvalidRequest, SnapshotDamaged, StorageError, TableNotFound
 from service.core.registry import TableRegistry, check_table_name
 from service.core.snapshots import CHUNK_BYTES, WrittenTable, fsync_path, read_table, write_table
-from service.core.table import EmbeddingTable
+from service.core.table_base import Table
 
 POINTER = "CURRENT"
 
@@ -86,7 +86,7 @@ class SnapshotStore:
         self._run_lock = threading.Lock()
         self._directory_lock = threading.Lock()
         # name -> (the table object, its change count) as of its committed snapshot
-        self._committed: dict[str, tuple[weakref.ref[EmbeddingTable], int]] = {}
+        self._committed: dict[str, tuple[weakref.ref[Table], int]] = {}
         self._unlock: weakref.finalize[[Path], SnapshotStore] | None = None
 
     # -- start and stop ----------------------------------------------------------------------
@@ -150,7 +150,7 @@ class SnapshotStore:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _read(self, table_dir: Path, budget: MemoryBudget) -> EmbeddingTable:
+    def _read(self, table_dir: Path, budget: MemoryBudget) -> Table:
         try:
             check_table_name(table_dir.name)
         except InvalidRequest as error:
@@ -194,7 +194,7 @@ class SnapshotStore:
             return SnapshotReport(written, unchanged, time.perf_counter() - started)
 
     def _write(
-        self, registry: TableRegistry, table: EmbeddingTable, throttle: Callable[[int], None] | None
+        self, registry: TableRegistry, table: Table, throttle: Callable[[int], None] | None
     ) -> WrittenTable | None:
         temp = self.tmp_dir / f"{table.name}.{uuid.uuid4().hex[:12]}"
         try:
@@ -209,7 +209,7 @@ class SnapshotStore:
         return result if committed else None
 
     def _commit(
-        self, registry: TableRegistry, table: EmbeddingTable, temp: Path, result: WrittenTable
+        self, registry: TableRegistry, table: Table, temp: Path, result: WrittenTable
     ) -> bool:
         """Make `temp` the table's committed snapshot, unless the table was deleted meanwhile."""
         with self._directory_lock:
@@ -236,7 +236,7 @@ class SnapshotStore:
             _remove(path)
         return True
 
-    def _is_committed(self, table: EmbeddingTable) -> bool:
+    def _is_committed(self, table: Table) -> bool:
         entry = self._committed.get(table.name)
         return (
             entry is not None and entry[0]() is table and entry[1] == table.changes
@@ -298,7 +298,7 @@ class SnapshotStore:
             return path.name
 
 
-def _serves(registry: TableRegistry, table: EmbeddingTable) -> bool:
+def _serves(registry: TableRegistry, table: Table) -> bool:
     try:
         return registry.get(table.name) is table
     except TableNotFound:

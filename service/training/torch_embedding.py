@@ -14,6 +14,10 @@ push; duplicate ids are sent as they are, the server sums them (as a sparse nn.E
 coalesced gradient does). With `apply_on_backward=True` every backward is its own step
 (asynchronous training). Unsupported nn.Embedding options: padding_idx, max_norm,
 scale_grad_by_freq.
+
+A dynamic table (any 64-bit id, rows made on first use) works the same way: ids are int64 tensors
+of hashed keys, any value. uint64 keys are the int64 of the same bits: pass
+`ids.view(torch.int64)` (a view, no copy), or a torch.uint64 tensor, which is read that way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from service.client import EmbeddingClient
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ID_DTYPES = {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+             *([torch.uint64] if hasattr(torch, "uint64") else [])}
 
 
 class _RemoteRows(torch.autograd.Function):
@@ -67,7 +73,7 @@ class RemoteTorchEmbedding(torch.nn.Module):
         info = client.get_table(table)
         self.client = client
         self.table = table
-        self.num_embeddings = info.num_embeddings
+        self.num_embeddings = info.num_embeddings  # None for a dynamic table
         self.embedding_dim = info.embedding_dim
         self.dtype = TORCH_DTYPES[info.dtype]
         self.apply_on_backward = apply_on_backward
@@ -75,9 +81,11 @@ class RemoteTorchEmbedding(torch.nn.Module):
         self.anchor = torch.zeros((), dtype=self.dtype, requires_grad=True)  # autograd's handle
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if input.dtype not in ID_DTYPES:
             raise TypeError(f"input must be an integer tensor of ids, got dtype {input.dtype}")
-        ids = input.detach().cpu().numpy().astype(np.int64, copy=False)
+        ids = input.detach().cpu().numpy()
+        # uint64 keys are the int64 of the same bits (a view); narrower integers widen
+        ids = ids.view(np.int64) if ids.dtype == np.uint64 else ids.astype(np.int64, copy=False)
         rows, step = self.client.lookup_with_step(self.table, ids)
         if not rows.flags.writeable:  # torch wants memory it may write to
             rows = rows.copy()
@@ -98,7 +106,11 @@ class RemoteTorchEmbedding(torch.nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The whole table, fetched from the service (a copy: changing it changes nothing)."""
+        """The whole table, fetched from the service (a copy: changing it changes nothing).
+        A dynamic table has no matrix: client.export_weights gives its ids and rows."""
+        if self.num_embeddings is None:
+            raise AttributeError(f"table {self.table!r} is dynamic: it has no weight matrix; "
+                                 "client.export_weights() gives its ids and rows")
         rows = self.client.lookup(self.table, np.arange(self.num_embeddings))
         return torch.from_numpy(np.array(rows))
 

@@ -19,6 +19,7 @@ CLIENT_API = {
     "EmbeddingClient",
     "EmbeddingClientError",
     "InvalidRequestError",
+    "KeyedWeights",
     "Lookup",
     "Neighbours",
     "PayloadTooLargeError",

@@ -41,7 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.put("/{name}/labels", responses=ERRORS)
+@router.put("/{name}/labels", responses=ERRORS, response_model_exclude_unset=True)
 async def set_labels(
     name: str, body: LabelsRequest, request: Request, tables: TablesDep, settings: SettingsDep
 ) -> TableInfo:

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from service.api import codecs
-from service.api.codecs import JSON, NPY
+from service.api import weights_io
+from service.api.codecs import JSON, NPY, NPZ
 from service.api.deps import SettingsDep, TablesDep
 from service.api.durability import take_snapshot
-from service.api.errors import NotAcceptable, UnsupportedMediaType
+from service.api.errors import UnsupportedMediaType
 from service.api.middleware.routes import route_policy
 from service.api.negotiation import reply_format
 from service.api.schemas import ErrorReply, SnapshotReply, SnapshotTable, TableInfo, WeightsJson
-from service.api.weights_io import NpyReceiver, check_finite, npy_chunks
-from service.core.errors import InvalidRequest
 
 router = APIRouter(tags=["snapshots"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,66 +40,49 @@ async def snapshot(request: Request) -> SnapshotReply:
 @router.get(
     "/v1/tables/{name}/weights",
     response_model=None,
-    responses={**ERRORS, 200: {"description": "The whole (num_embeddings, embedding_dim) matrix.",
-                               "content": {NPY: NPY_CONTENT,
-                                           JSON: {"schema": WeightsJson.model_json_schema()}}}},
+    responses={**ERRORS, 200: {"description": (
+        "A fixed table: the whole (num_embeddings, embedding_dim) matrix as one .npy, or JSON "
+        "{shape, vectors}. A dynamic table: an .npz of ids (int64, ascending) and weights "
+        "(their rows), or JSON {ids, shape, vectors}."),
+        "content": {NPY: NPY_CONTENT, NPZ: NPY_CONTENT,
+                    JSON: {"schema": WeightsJson.model_json_schema()}}}},
 )
 async def export_weights(
     name: str, request: Request, tables: TablesDep, settings: SettingsDep
 ) -> Response:
-    """The table's weights as one .npy, streamed (default), or as JSON {"shape", "vectors"} with
-    `Accept: application/json` for tables up to max_json_weights_bytes. Header X-Table-Step:
-    the step when the export began."""
+    """The table's weights: streamed as one .npy (fixed tables) or an .npz of ids and weights
+    (dynamic tables), or as JSON with `Accept: application/json` up to max_json_weights_bytes.
+    Header X-Table-Step: the step of the export."""
     table = tables.get(name)
-    fmt = reply_format(request, NPY, offered=(NPY, JSON))
-    headers = {"X-Table-Step": str(table.step)}
-    if fmt == JSON:
-        if table.weights.nbytes > settings.max_json_weights_bytes:
-            raise NotAcceptable(
-                f"table {name!r} has {table.weights.nbytes} bytes of weights, more than "
-                f"max_json_weights_bytes={settings.max_json_weights_bytes} for JSON; ask for "
-                f"Accept: {NPY}"
-            )
-        vectors, step = await run_in_threadpool(table.lookup, np.arange(table.num_embeddings))
-        body = codecs.dumps({"shape": list(vectors.shape), "vectors": vectors})
-        return Response(body, media_type=JSON, headers={"X-Table-Step": str(step)})
-    length, pieces = npy_chunks(table)
-    headers["Content-Length"] = str(length)
-    headers["Content-Disposition"] = f'attachment; filename="{name}.npy"'
-    return StreamingResponse(pieces, media_type=NPY, headers=headers)
+    fmt = reply_format(request, weights_io.media_type(table),
+                       offered=(weights_io.media_type(table), JSON))
+    return await weights_io.export(table, fmt, settings.max_json_weights_bytes)
 
 
 @router.put(
     "/v1/tables/{name}/weights",
     responses={**ERRORS},
-    openapi_extra={"requestBody": {"required": True, "content": {NPY: NPY_CONTENT}}},
+    openapi_extra={"requestBody": {"required": True, "content": {NPY: NPY_CONTENT,
+                                                                 NPZ: NPY_CONTENT}}},
+    response_model_exclude_unset=True,
 )
 @route_policy(body_limit="max_weights_body_bytes")  # a whole table: not max_body_bytes
 async def import_weights(
-    name: str, request: Request, response: Response, tables: TablesDep
+    name: str, request: Request, response: Response, tables: TablesDep, settings: SettingsDep
 ) -> TableInfo:
-    """Replace the table's weights with an .npy of exactly its shape and dtype, in one step
-    (lookups see the old or the new matrix, never a mix). 422 on any mismatch, table unchanged.
-    The pending gradient (computed on the old weights) is dropped; the optimizer state and the
-    step are kept. Header X-Pending-Rows-Dropped."""
+    """A fixed table: replace its weights with an .npy of exactly its shape and dtype, in one
+    step (lookups see the old or the new matrix, never a mix). A dynamic table: set the rows of
+    an .npz's ids to its weights (rows made where absent; the others kept). 422 on any mismatch,
+    table unchanged. The pending gradient (computed on the old weights) is dropped; the
+    optimizer state and the step are kept. Header X-Pending-Rows-Dropped."""
     table = tables.get(name)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != NPY:
+    wanted = weights_io.media_type(table)
+    if content_type != wanted:
         raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not supported here; send {NPY!r} (np.save's bytes)"
-        )
-    receiver = NpyReceiver(table.weights.shape, table.dtype, f"table {name!r}")
-    problem: InvalidRequest | None = None
-    async for piece in request.stream():
-        if problem is None:
-            try:
-                receiver.feed(piece)
-            except InvalidRequest as error:
-                problem = error  # read on to the end, so the client sees the reply
-    if problem is not None:
-        raise problem
-    weights = receiver.finish()
-    await run_in_threadpool(check_finite, weights)
-    dropped = await run_in_threadpool(table.replace_weights, weights)
+            f"Content-Type {content_type!r} is not supported here; send {wanted!r} "
+            f"({weights_io.DESCRIBED[wanted]})")
+    limit = settings.max_weights_body_bytes or settings.memory_budget_bytes
+    dropped = await weights_io.receive(table, request.stream(), limit)
     response.headers["X-Pending-Rows-Dropped"] = str(dropped)
     return TableInfo(**table.info())

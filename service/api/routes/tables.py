@@ -19,9 +19,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorReply}, 422: {"mo
     "",
     status_code=201,
     responses={409: {"model": ErrorReply}, 413: {"model": ErrorReply}, 422: {"model": ErrorReply}},
+    response_model_exclude_unset=True,
 )
 async def create_table(spec: CreateTable, tables: TablesDep) -> TableInfo:
-    """Create a table of shape (num_embeddings, embedding_dim) with its optimizer."""
+    """Create a table of shape (num_embeddings, embedding_dim) with its optimizer, or with
+    `dynamic` settings (and no num_embeddings) a dynamic table: any 64-bit integer id, a row
+    made on first use, admission and eviction."""
     init = InitSpec(**spec.init.model_dump())
     table = await run_in_threadpool(  # allocating and filling a large table takes a while,
         # and the registry's lock may be waited for
@@ -34,16 +37,17 @@ async def create_table(spec: CreateTable, tables: TablesDep) -> TableInfo:
         seed=spec.seed,
         optimizer=spec.optimizer.model_dump(),
         max_staleness=spec.max_staleness,
+        dynamic=spec.dynamic.model_dump() if spec.dynamic is not None else None,
     )
     return TableInfo(**table.info())
 
 
-@router.get("")
+@router.get("", response_model_exclude_unset=True)
 async def list_tables(tables: TablesDep) -> TableList:
     return TableList(tables=[TableInfo(**table.info()) for table in tables])
 
 
-@router.get("/{name}", responses=ERRORS)
+@router.get("/{name}", responses=ERRORS, response_model_exclude_unset=True)
 async def get_table(name: str, tables: TablesDep) -> TableInfo:
     return TableInfo(**tables.get(name).info())
 

@@ -59,6 +59,13 @@ class AdmissionCounter:
     def nbytes(self) -> int:
         return self._index.nbytes + self._seen.nbytes
 
+    def nbytes_after(self, new_keys: int) -> int:
+        """At most `nbytes` once `new_keys` more candidates are counted (the memory budget asks
+        before a push records them; the cap is applied after they are in)."""
+        index = self._index
+        return index.nbytes_after(new_keys) + self._seen.nbytes_after(
+            index.slot_count + max(0, new_keys - index.free_count))
+
     def counts(self, keys: np.ndarray) -> np.ndarray:
         """(n,) pushes each key appeared in so far, 0 for keys not being counted."""
         slots = self._index.lookup(keys)  # (n,)

@@ -94,6 +94,11 @@ class EvictionTracker:
         """(n,) how many steps updated each slot's row, 0 where it holds no live row."""
         return self._updates[np.asarray(slots, dtype=np.int64)]
 
+    def nbytes_after(self, slot_count: int) -> int:
+        """`nbytes` once the per-slot arrays cover slot_count slots (what touch grows to)."""
+        per_slot = sum(array.itemsize for array in self._arrays())
+        return grown_length(self._last_step.size, slot_count) * per_slot
+
     def _fit(self, slot_count: int) -> None:
         """Grow the per-slot arrays to cover slot_count slots (new ones not live)."""
         if slot_count > MAX_TRACKED_SLOTS:

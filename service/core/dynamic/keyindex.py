@@ -103,6 +103,11 @@ class KeyIndex:
         return self._slot_keys[: self._slot_count]
 
     @property
+    def free_count(self) -> int:
+        """Slots given back and not reused yet."""
+        return self._free_count
+
+    @property
     def free_slots(self) -> np.ndarray:
         """(free,) the free slots, the next to be reused last (a copy)."""
         return self._free[: self._free_count].copy()
@@ -118,13 +123,24 @@ class KeyIndex:
         slots: np.ndarray = self._kernels.lookup(self._buckets, self._slot_keys, keys)  # (n,)
         return slots
 
-    def items(self) -> tuple[np.ndarray, np.ndarray]:
-        """((size,) every key, ascending, (size,) its slot): for snapshots and exports."""
+    def items(self, ascending: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """((size,) every key, ascending, (size,) its slot): for snapshots and exports. With
+        ascending=False in bucket order (no sort: a caller holding a lock sorts after)."""
         entries = self._buckets[self._buckets != 0]  # (size,)
         slots = (entries & np.uint64(0xFFFFFFFF)).astype(np.int64) - 1
         keys = self._slot_keys[slots]
+        if not ascending:
+            return keys, slots
         order = np.argsort(keys, kind="stable")
         return keys[order], slots[order]
+
+    def nbytes_after(self, new_keys: int) -> int:
+        """`nbytes` once `new_keys` more keys (absent now) are inserted: the memory budget asks
+        before an insert allocates."""
+        fresh = max(0, new_keys - self._free_count)
+        buckets = bucket_capacity_for(self._size + new_keys, self._buckets.size)
+        slot_keys = grown_length(self._slot_keys.size, self._slot_count + fresh)
+        return 8 * (buckets + slot_keys) + int(self._free.nbytes)
 
     # ---- changing -----------------------------------------------------------------------
 

@@ -1,32 +1,60 @@
-"""Compile (or load from numba's cache) every dynamic-table kernel before the first request.
+"""Compile (or load from numba's cache) every dynamic-table kernel, and run every dynamic-table
+operation once, before any request uses one.
 
-numba compiles a kernel at its first call for each argument type; `cache=True` stores the
-machine code beside the module, so later processes only load it. Calling `warm_up()` at
-start-up moves either cost out of the first request that touches a dynamic table.
+numba compiles a kernel at its first call with each argument type; `cache=True` stores the
+machine code, so later processes only load it (a fraction of a second). Without a cache,
+compiling them takes seconds: more than the service's start-up allows on top of the core's
+own kernels (service.core.kernels). So the service starts this warm-up in a thread (`start()`)
+and reports ready after a short wait for it (`wait(grace)`: long enough when the cache is
+there); every DynamicTable waits for it when made (`ensure_ready()`, in its constructor), so a
+request that creates or restores a dynamic table while the kernels are still compiling waits
+for them, and none compiles anything itself. Outside the service (no `start()`), the first
+DynamicTable of a process runs the warm-up in its own thread, before it is made.
+
+    warmup.start(); warmup.wait(1.0)       # what service.core.warm_up does at start
+    warmup.ensure_ready()                  # what DynamicTable() does
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import numpy as np
 
 from service.core.dynamic.admission import AdmissionCounter
-from service.core.dynamic.backend import check_backend
+from service.core.dynamic.backend import check_backend, selected
 from service.core.dynamic.eviction import EvictionTracker
 from service.core.dynamic.initial_rows import initial_rows
 from service.core.dynamic.keyindex import KeyIndex
 from service.core.initializers import InitSpec
 
+log = logging.getLogger("service.kernels")
+TABLE = "warm-up"  # the name of the throwaway tables
+_lock = threading.Lock()
+_runs: dict[str, threading.Thread] = {}  # backend -> its warm-up thread
+_done: dict[str, threading.Event] = {}
+_inside = threading.local()  # set in a warm-up thread: its own tables do not wait for it
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
 
 def warm_up(backend: str | None = None) -> None:
-    """Run every kernel once on a few keys, with each argument type a table uses."""
+    """Run every building block's kernels once on a few keys, with each argument type."""
     backend = check_backend(backend)
     keys = np.array([3, -1, 2**62, 5], dtype=np.int64)
-    index = KeyIndex(backend)
-    slots, _ = index.get_or_insert(keys)
-    index.lookup(keys)
-    index.delete(keys[:1])
+    for keys_in in (keys, readonly(keys.copy())):
+        index = KeyIndex(backend)
+        index.get_or_insert(keys_in)
+        index.lookup(keys_in)
+        index.delete(keys_in[:1])
     KeyIndex.from_arrays(keys[1:], backend=backend)
-    for policy, ttl in (("lru", 1), ("lfu", None)):
+    index = KeyIndex.from_arrays(keys, backend=backend)
+    for policy, ttl in (("lru", 1), ("lfu", None), ("lfu", 1)):
         tracker = EvictionTracker(index, policy, capacity=1, ttl_steps=ttl)  # type: ignore[arg-type]
         tracker.touch(index.lookup(keys[1:]), 1)
         tracker.remove(index.lookup(keys[1:2]))
@@ -34,4 +62,47 @@ def warm_up(backend: str | None = None) -> None:
     AdmissionCounter(admit_after=2, max_candidates=2, backend=backend).record(keys)
     for kind in ("normal", "uniform"):
         for dtype in (np.float32, np.float64):
-            initial_rows(keys, 3, np.dtype(dtype), InitSpec(kind), 0, backend)
+            for keys_in in (keys, readonly(keys.copy())):
+                initial_rows(keys_in, 3, np.dtype(dtype), InitSpec(kind), 0, backend)  # type: ignore[arg-type]
+
+
+def _run(backend: str) -> None:
+    _inside.active = True
+    started = time.perf_counter()
+    try:
+        warm_up(backend)
+        from service.core.dynamic.table_warmup import run_every_operation
+
+        run_every_operation()
+    except Exception:  # pragma: no cover - logged; ensure_ready then runs it where it is needed
+        log.exception("dynamic tables: warm-up failed")
+    finally:
+        _done[backend].set()
+    log.info("dynamic tables: kernels ready in %.2f s (%s)", time.perf_counter() - started,
+             backend)
+
+
+def start() -> threading.Event:
+    """Start the warm-up for the selected backend in a thread (once per backend and process);
+    the event is set when it is done."""
+    backend = selected()
+    with _lock:
+        if backend not in _runs:
+            _done[backend] = threading.Event()
+            _runs[backend] = threading.Thread(target=_run, args=(backend,), daemon=True,
+                                              name=f"dynamic-warm-up-{backend}")
+            _runs[backend].start()
+        return _done[backend]
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Wait for the selected backend's warm-up (started if it was not); whether it is done."""
+    return start().wait(timeout)
+
+
+def ensure_ready() -> None:
+    """Return once the dynamic-table kernels of the selected backend are compiled and warm
+    (at once inside the warm-up itself)."""
+    if getattr(_inside, "active", False):
+        return
+    wait()

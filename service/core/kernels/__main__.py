@@ -1,5 +1,6 @@
 """`python -m service.core.kernels [numba|numpy]`: compile every kernel now (or load it from
-numba's cache), run every table operation once (service.core.warm_up) and say what was done.
+numba's cache), the dynamic tables' too, run every table operation once (service.core.warm_up)
+and say what was done.
 The Docker image runs it at build time, so that the service finds its kernels in the cache
 (NUMBA_CACHE_DIR) and compiles nothing at start."""
 
@@ -12,5 +13,5 @@ from service.core.warm_up import warm_up
 
 if __name__ == "__main__":
     ready = use(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)
-    warm_up()
+    warm_up(dynamic_wait=None)  # to the end: the dynamic tables' kernels are in the cache too
     print(ready)
