@@ -41,6 +41,16 @@ def kernel_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     kernels.use(kernels.DEFAULT)
 
 
+@pytest.fixture(params=["fixed", "dynamic"])
+def table_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on a fixed table and on a dynamic one: tests.api.helpers.create makes the
+    table of this kind (see there). Suites that apply to both kinds use it."""
+    from tests.api import helpers
+
+    monkeypatch.setattr(helpers, "TABLE_KIND", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def make_app(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., FastAPI]:
     """Factory: a fresh app with settings overridden by keyword, e.g. make_app(max_tables=2).

@@ -118,9 +118,9 @@ def json_keys(value: Any, field: str, max_depth: int) -> np.ndarray:
                                count=len(items)).view(np.int64).reshape(array.shape)
         raise InvalidRequest(f"{field} must be integers in [-2**63, 2**64), got "
                              f"{low if low < KEY_LOW else high}")
+    # a JSON integer orjson could not hold in 64 bits arrives as a float of magnitude >= 2**63
     wide = [item for item in items if type(item) is float and math.isfinite(item)
-            and item == int(item)
-            and not KEY_LOW <= item < KEY_END] if array.dtype.kind in "fO" else []
+            and abs(item) >= 2.0**63] if array.dtype.kind in "fO" else []
     if wide:
         raise InvalidRequest(f"{field} must be integers in [-2**63, 2**64), got one of about "
                              f"{wide[0]:.4g} (JSON integers beyond 64 bits are read as floats)")

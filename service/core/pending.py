@@ -138,17 +138,24 @@ class PendingGradient:
 
     def _reserve(self, capacity: int) -> None:
         """Room for `capacity` pending rows: doubling where the memory budget allows, else just
-        what is needed; BudgetExceeded, with nothing changed, when not even that fits."""
+        what is needed; BudgetExceeded, with nothing changed, when not even that fits. The
+        sorted index grows by the new rows too (16 bytes each), whichever way."""
         current = len(self._rows)
+        index_growth = (capacity - self._count) * (self._index_rows.itemsize
+                                                   + self._index_slots.itemsize)
         if capacity <= current:
+            if self.budget is not None and index_growth > 0:
+                self.budget.check_growth(self.table, index_growth)
             return
         row_bytes = self._rows.itemsize + self.embedding_dim * self.dtype.itemsize
         wanted = max(capacity, 2 * current, 64)
         if self.budget is not None:
             try:
-                self.budget.check_growth(self.table, (wanted - current) * row_bytes)
+                self.budget.check_growth(self.table, (wanted - current) * row_bytes
+                                         + index_growth)
             except BudgetExceeded:
-                self.budget.check_growth(self.table, (capacity - current) * row_bytes)
+                self.budget.check_growth(self.table, (capacity - current) * row_bytes
+                                         + index_growth)
                 wanted = capacity
         rows = np.empty(wanted, dtype=np.int64)
         sums = np.empty((wanted, self.embedding_dim), dtype=self.dtype)

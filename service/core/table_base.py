@@ -197,6 +197,8 @@ class Table:
             if kept is not None and not kept.all():
                 keep_id = kept[slot_of_id]  # (n,) the id entries whose key is admitted
                 dropped = len(flat_ids) - int(keep_id.sum())
+                if not np.isfinite(flat_grads[~keep_id]).all():  # bad input though dropped
+                    raise InvalidRequest("grads must be finite, got NaN or infinity")
                 new_slot = np.cumsum(kept) - 1  # (k,) each kept key's place among them
                 rows, slot_of_id = rows[kept], new_slot[slot_of_id[keep_id]]
                 flat_grads = flat_grads[keep_id]

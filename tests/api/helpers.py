@@ -1,4 +1,12 @@
-"""Small helpers for API tests: .npy/.npz bodies and table snapshots for "nothing changed"."""
+"""Small helpers for API tests: .npy/.npz bodies, tables of either kind and table snapshots for
+"nothing changed".
+
+`create` makes a fixed table, or a dynamic one while TABLE_KIND is "dynamic" (the `table_kind`
+fixture of tests/conftest.py sets it: a test that applies to both kinds of table runs once for
+each). A dynamic table made in place of a fixed table of n rows has default settings (every
+key admitted at once, no capacity, no ttl), so ids 0..n-1 behave as the fixed table's rows do:
+the same lookups, pushes and steps, from the dynamic table's own initial rows.
+"""
 
 from __future__ import annotations
 
@@ -29,17 +37,33 @@ def load_npy(content: bytes) -> np.ndarray:
     return np.load(io.BytesIO(content), allow_pickle=False)
 
 
+TABLE_KIND = "fixed"  # what `create` makes: "fixed" or "dynamic" (fixture table_kind)
+VOCABULARY: dict[str, int] = {}  # dynamic tables made by create(): the ids 0..n-1 tests use
+
+
 def create(api: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
     body = {"name": name, "num_embeddings": 10, "embedding_dim": 4, "seed": 0, **spec}
+    if TABLE_KIND == "dynamic" or "dynamic" in spec:
+        VOCABULARY[name] = body.pop("num_embeddings")
+        body.setdefault("dynamic", {})
     reply = api.post("/v1/tables", json=body)
     assert reply.status_code == 201, reply.text
     return reply.json()
 
 
+def push_reply(rows: int, pending_rows: int, step: int, rows_updated: int = 0
+               ) -> dict[str, int]:
+    """A push's reply as the service sends it (a dynamic table's counts dropped rows too)."""
+    reply = {"rows": rows, "pending_rows": pending_rows, "step": step,
+             "rows_updated": rows_updated}
+    return {**reply, "dropped_rows": 0} if TABLE_KIND == "dynamic" else reply
+
+
 def weights_of(api: httpx.Client, name: str) -> np.ndarray:
-    """The whole table, read through lookup."""
+    """The whole table (a dynamic table: ids 0..n-1 of the n it was created for), read through
+    lookup."""
     info = api.get(f"/v1/tables/{name}").json()
-    ids = np.arange(info["num_embeddings"])
+    ids = np.arange(info["num_embeddings"] or VOCABULARY[name])
     reply = api.post(f"/v1/tables/{name}/lookup", content=npy_bytes(ids), headers=NPY)
     assert reply.status_code == 200, reply.text
     return load_npy(reply.content)

@@ -20,6 +20,7 @@ from service.api import codecs
 from service.api.errors import wire_codes
 from service.api.main import create_app
 from service.api.settings import Settings
+from service.core.dynamic.table import DynamicTable
 from service.core.registry import TableRegistry
 
 NPY = {"Content-Type": codecs.NPY}
@@ -27,6 +28,8 @@ NPZ = {"Content-Type": codecs.NPZ}
 JSON = {"Content-Type": "application/json"}
 WORDS = "/v1/tables/words"  # float32, sgd, 10 x 4, a pending gradient on rows 1 and 2
 TAGS = "/v1/tables/tags"  # float64, adam, 6 x 3, max_staleness=1, at step 3
+USERS = "/v1/tables/users"  # dynamic, float32, momentum, dim 4, capacity 3, admit_after 2, lfu:
+# rows, evictions, admission candidates, a pending gradient and labels
 
 
 def npz(**arrays: Any) -> bytes:
@@ -79,6 +82,11 @@ def nested(depth: int) -> Any:
 
 def table(**extra: Any) -> dict[str, Any]:
     return {"name": "new", "num_embeddings": 10, "embedding_dim": 4, **extra}
+
+
+def dynamic(**settings: Any) -> dict[str, Any]:
+    """A dynamic table's creation body with these settings."""
+    return {"name": "new", "embedding_dim": 4, "dynamic": settings}
 
 
 @dataclass(frozen=True)
@@ -356,17 +364,123 @@ CASES = [
     Case("projection-negative-seed", "GET", f"{WORDS}/projection?seed=-1", 422,
          "seed must be >= 0"),
     Case("projection-no-table", "GET", "/v1/tables/nope/projection", 404, "'nope' does not exist"),
+    # -- dynamic tables ---------------------------------------------------------------------
+    Case("create-both-kinds", "POST", "/v1/tables", 422, "not both",
+         {"json": table(dynamic={})}),
+    Case("create-neither-kind", "POST", "/v1/tables", 422, "not neither",
+         {"json": {"name": "new", "embedding_dim": 4}}),
+    Case("create-dynamic-not-object", "POST", "/v1/tables", 422, "dynamic",
+         {"json": {"name": "new", "embedding_dim": 4, "dynamic": 5}}),
+    Case("create-dynamic-capacity-zero", "POST", "/v1/tables", 422, "dynamic.capacity",
+         {"json": dynamic(capacity=0)}),
+    Case("create-dynamic-capacity-text", "POST", "/v1/tables", 422, "dynamic.capacity",
+         {"json": dynamic(capacity="many")}),
+    Case("create-dynamic-capacity-fraction", "POST", "/v1/tables", 422, "dynamic.capacity",
+         {"json": dynamic(capacity=2.5)}),
+    Case("create-dynamic-admit-zero", "POST", "/v1/tables", 422, "dynamic.admit_after",
+         {"json": dynamic(admit_after=0)}),
+    Case("create-dynamic-admit-null", "POST", "/v1/tables", 422, "dynamic.admit_after",
+         {"json": dynamic(admit_after=None)}),
+    Case("create-dynamic-evict", "POST", "/v1/tables", 422, "dynamic.evict",
+         {"json": dynamic(evict="fifo")}),
+    Case("create-dynamic-ttl-zero", "POST", "/v1/tables", 422, "dynamic.ttl_steps",
+         {"json": dynamic(ttl_steps=0)}),
+    Case("create-dynamic-ttl-negative", "POST", "/v1/tables", 422, "dynamic.ttl_steps",
+         {"json": dynamic(ttl_steps=-5)}),
+    Case("create-dynamic-candidates-zero", "POST", "/v1/tables", 422, "dynamic.max_candidates",
+         {"json": dynamic(max_candidates=0)}),
+    Case("create-dynamic-unknown-setting", "POST", "/v1/tables", 422,
+         "dynamic.colour is not a field", {"json": dynamic(colour="red")}),
+    Case("create-dynamic-existing", "POST", "/v1/tables", 409, "'users' already exists",
+         {"json": {**dynamic(), "name": "users"}}),
+    Case("dynamic-lookup-over-64-bits", "POST", f"{USERS}/lookup", 422,
+         "ids must be integers in [-2**63, 2**64), got one of about 1.845e+19 (JSON integers "
+         "beyond 64 bits are read as floats)", {"json": {"ids": [-1, 2**64]}}),
+    Case("dynamic-lookup-under-64-bits", "POST", f"{USERS}/lookup", 422,
+         "ids must be integers in [-2**63, 2**64), got one of about -9.223e+18",
+         {"json": {"ids": [2**63, -(2**63) - 1]}}),
+    Case("dynamic-lookup-float-beyond", "POST", f"{USERS}/lookup", 422, "about 1e+30",
+         {"json": {"ids": [1, 1e30]}}),
+    Case("dynamic-lookup-fraction", "POST", f"{USERS}/lookup", 422,
+         "ids must be integers, got values such as 1.5", {"json": {"ids": [2**63, 1.5]}}),
+    Case("dynamic-lookup-strings", "POST", f"{USERS}/lookup", 422, "got strings such as '7'",
+         {"json": {"ids": ["7"]}}),
+    Case("dynamic-lookup-null", "POST", f"{USERS}/lookup", 422, "got values such as None",
+         {"json": {"ids": [-1, None]}}),
+    Case("dynamic-lookup-booleans", "POST", f"{USERS}/lookup", 422, "booleans",
+         {"json": {"ids": [False]}}),
+    Case("dynamic-lookup-npy-floats", "POST", f"{USERS}/lookup", 422, "ids must be integers",
+         {"content": codecs.to_npy(np.array([2.0**63])), "headers": NPY}),
+    Case("dynamic-push-over-64-bits", "POST", f"{USERS}/gradients", 422, "[-2**63, 2**64)",
+         {"json": {"ids": [2**64 + 3], "grads": [[1, 1, 1, 1]]}}),
+    Case("dynamic-push-grads-shape", "POST", f"{USERS}/gradients", 422, "grads must have shape",
+         {"json": {"ids": [-1, 2**63], "grads": [[1, 1, 1, 1]]}}),
+    Case("dynamic-push-nan", "POST", f"{USERS}/gradients", 422, "finite",
+         {"content": npz(ids=np.array([2**64 - 1], np.uint64), grads=np.full((1, 4), np.nan)),
+          "headers": NPZ}),
+    Case("dynamic-push-nan-apply", "POST", f"{USERS}/gradients?apply=true", 422, "finite",
+         {"content": npz(ids=np.array([5, 99]), grads=np.full((2, 4), np.inf, np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-push-nan-dropped", "POST", f"{USERS}/gradients", 422, "finite",
+         {"content": npz(ids=np.array([424242]), grads=np.full((1, 4), np.nan, np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-push-stale", "POST", f"{USERS}/gradients", 409, "max_staleness=1",
+         {"json": {"ids": [5], "grads": [[1, 1, 1, 1]], "step": 0}}),
+    Case("dynamic-weights-put-npy", "PUT", f"{USERS}/weights", 415, "application/x-npz",
+         {"content": codecs.to_npy(np.zeros((2, 4), np.float32)), "headers": NPY}),
+    Case("dynamic-weights-put-missing", "PUT", f"{USERS}/weights", 422, "weights is missing",
+         {"content": npz(ids=np.array([1, 2])), "headers": NPZ}),
+    Case("dynamic-weights-put-shape", "PUT", f"{USERS}/weights", 422, "shape [2, 4]",
+         {"content": npz(ids=np.array([1, 2]), weights=np.zeros((3, 4), np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-weights-put-dtype", "PUT", f"{USERS}/weights", 422, "dtype float32",
+         {"content": npz(ids=np.array([1, 2]), weights=np.zeros((2, 4))), "headers": NPZ}),
+    Case("dynamic-weights-put-repeated", "PUT", f"{USERS}/weights", 422,
+         "ids must be distinct, got 7 more than once",
+         {"content": npz(ids=np.array([7, 3, 7]), weights=np.zeros((3, 4), np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-weights-put-nan", "PUT", f"{USERS}/weights", 422,
+         "NaN or infinity in the row of id 3",
+         {"content": npz(ids=np.array([8, 3]), weights=np.array([[0] * 4, [np.nan] * 4],
+                                                                 np.float32)), "headers": NPZ}),
+    Case("dynamic-weights-put-float-ids", "PUT", f"{USERS}/weights", 422, "ids must be integers",
+         {"content": npz(ids=np.array([1.0]), weights=np.zeros((1, 4), np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-weights-put-2d-ids", "PUT", f"{USERS}/weights", 422, "1-d array",
+         {"content": npz(ids=np.array([[1]]), weights=np.zeros((1, 4), np.float32)),
+          "headers": NPZ}),
+    Case("dynamic-weights-get-npy", "GET", f"{USERS}/weights", 406, "application/x-npy",
+         {"headers": {"Accept": "application/x-npy"}}),
+    Case("dynamic-labels-over-64-bits", "PUT", f"{USERS}/labels", 422,
+         "ids[1] must fit in 64 bits", {"json": {"ids": [1, 2**64], "labels": ["x", "y"]}}),
+    Case("dynamic-labels-taken", "PUT", f"{USERS}/labels", 422, "label 'ann' already names row",
+         {"json": {"ids": [12345], "labels": ["ann"], "merge": True}}),
+    Case("dynamic-neighbors-not-live", "POST", f"{USERS}/neighbors", 422,
+         "id 424242 has no row in table 'users'", {"json": {"positive": [424242]}}),
+    Case("dynamic-apply-zero-lr", "POST", f"{USERS}/apply", 422, "lr", {"json": {"lr": 0}}),
 ]
 
 
 def checksum(registry: TableRegistry) -> dict[str, str]:
-    """A digest per table of everything an operation could change."""
+    """A digest per table of everything an operation could change (a dynamic table: its keys
+    and their rows and optimizer state, update steps and counts, admission counts, evictions)."""
     digests = {}
     for table in registry:
         digest = hashlib.sha256()
-        digest.update(table.weights.tobytes())
-        for name in sorted(table.state):
-            digest.update(name.encode() + table.state[name].tobytes())
+        if isinstance(table, DynamicTable):
+            contents = table.capture()
+            rows = table.captured_rows(contents.slots)
+            table.release()
+            for name in (*sorted(rows), "keys", "last_step", "updates"):
+                values = rows[name] if name in rows else getattr(contents, name)
+                digest.update(name.encode() + values.tobytes())
+            for name, values in sorted((contents.admission or {}).items()):
+                digest.update(name.encode() + np.asarray(values).tobytes())
+            digest.update(f"{contents.evicted_rows} {table.info()}".encode())
+        else:
+            digest.update(table.weights.tobytes())
+            for name in sorted(table.state):
+                digest.update(name.encode() + table.state[name].tobytes())
         rows, sums, pushes = table.pending()
         order = np.argsort(rows)
         digest.update(rows[order].tobytes() + sums[order].tobytes())
@@ -396,6 +510,16 @@ def set_up_tables(client: TestClient) -> None:
                                                "apply": True}).raise_for_status()
     client.post(f"{WORDS}/gradients", json={"ids": [1, 2, 2], "grads": [[0.5] * 4] * 3})
     client.put(f"{WORDS}/labels", json={"labels": ["a", "b", "c"]}).raise_for_status()
+    client.post("/v1/tables", json={
+        "name": "users", "embedding_dim": 4, "optimizer": {"kind": "momentum", "lr": 0.5},
+        "max_staleness": 1, "seed": 3,
+        "dynamic": {"capacity": 3, "admit_after": 2, "evict": "lfu"}}).raise_for_status()
+    keys = [-1, 2**63 + 5, 7, 5, 11]
+    for _ in range(3):  # admitted at their second push; step 2
+        client.post(f"{USERS}/gradients", json={"ids": keys, "grads": [[1.0] * 4] * 5,
+                                                "apply": True}).raise_for_status()
+    client.post(f"{USERS}/gradients", json={"ids": [5, 99], "grads": [[0.5] * 4] * 2})
+    client.put(f"{USERS}/labels", json={"ids": [-1, 12345678], "labels": ["ann", "bob"]})
 
 
 @pytest.fixture
@@ -414,7 +538,7 @@ def test_there_are_enough_distinct_cases() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input(app: FastAPI, client: TestClient, case: Case) -> None:
     before = checksum(app.state.registry)
-    assert set(before) == {"words", "tags"}
+    assert set(before) == {"words", "tags", "users"}
     reply = client.request(case.method, case.path, **case.request)
     assert reply.status_code == case.status, reply.text
     detail = reply.json()["detail"]

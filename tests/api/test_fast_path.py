@@ -19,7 +19,17 @@ from starlette.testclient import TestClient
 from service.api import codecs, handlers
 from service.api.middleware.routes import POLICY_ATTRIBUTE
 from service.api.routes import operations
-from tests.api.test_bad_input import CASES, NPY, NPZ, TAGS, WORDS, checksum, npz, set_up_tables
+from tests.api.test_bad_input import (
+    CASES,
+    NPY,
+    NPZ,
+    TAGS,
+    USERS,
+    WORDS,
+    checksum,
+    npz,
+    set_up_tables,
+)
 
 TOKEN = "fast-path-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -80,6 +90,16 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", f"{WORDS}/lookup", {"content": codecs.to_npy(np.array([1])),
                                  "headers": {**NPY, "Accept": "text/html"}}),
     ("GET", f"{WORDS}/lookup", {"headers": NPY}),
+    # a dynamic table: uint64 and int64 keys, new and live, admitted or not
+    ("POST", f"{USERS}/lookup", {"content": codecs.to_npy(np.array([2**63 + 5, 3, 7],
+                                                                   np.uint64)), "headers": NPY}),
+    ("POST", f"{USERS}/gradients", {"content": pair([-1, 42, 42], np.ones((3, 4), np.float32)),
+                                    "headers": NPY}),
+    ("POST", f"{USERS}/gradients?apply=true&step=2", {
+        "content": npz(ids=np.array([2**64 - 1, 42, 2**63 + 5], np.uint64),
+                       grads=np.full((3, 4), 0.5, np.float32)), "headers": NPZ}),
+    ("POST", f"{USERS}/lookup", {"content": codecs.to_npy(np.array([[-1, 42], [5, 7]])),
+                                 "headers": {**NPY, "Accept": "application/json"}}),
     *[(case.method, case.path, case.request) for case in CASES
       if case.request.get("headers") in (NPY, NPZ)],
     # what the middleware in front of both does: auth, body limits (declared and chunked),

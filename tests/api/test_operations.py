@@ -1,4 +1,5 @@
-"""lookup / gradients / apply over HTTP, checked against the reference layer."""
+"""lookup / gradients / apply over HTTP, checked against the reference layer: on a fixed table
+and on a dynamic one (ids 0..n-1 of a dynamic table behave as a fixed table's rows)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.helpers import NPY, NPZ, create, load_npy, npy_bytes, npz_bytes, weights_of
+from tests.api.helpers import (
+    NPY,
+    NPZ,
+    create,
+    load_npy,
+    npy_bytes,
+    npz_bytes,
+    push_reply,
+    weights_of,
+)
 from tests.reference import ReferenceEmbedding
+
+pytestmark = pytest.mark.usefixtures("table_kind")
 
 
 @pytest.mark.parametrize("ids", [3, [1, 2, 2], [[0, 1], [9, 9]], [[[5]]], []],
@@ -84,8 +96,7 @@ def test_training_steps_match_the_reference_layer(
             reply = api.post(f"/v1/tables/{table_name}/gradients",
                              content=npz_bytes(ids=idx, grads=dout), headers=NPZ)
         assert reply.status_code == 200, reply.text
-        assert reply.json() == {"rows": 12, "pending_rows": len(np.unique(idx)), "step": step - 1,
-                                "rows_updated": 0}
+        assert reply.json() == push_reply(12, len(np.unique(idx)), step - 1)
         reference.backward(dout)
         applied = api.post(f"/v1/tables/{table_name}/apply")
         assert applied.json() == {"step": step, "rows_updated": len(np.unique(idx))}
@@ -116,7 +127,7 @@ def test_apply_lr_override_and_pending_rows_in_info(api: httpx.Client, table_nam
 def test_empty_push_in_json_pushes_nothing(api: httpx.Client, table_name: str) -> None:
     create(api, table_name)
     reply = api.post(f"/v1/tables/{table_name}/gradients", json={"ids": [], "grads": []})
-    assert reply.json() == {"rows": 0, "pending_rows": 0, "step": 0, "rows_updated": 0}
+    assert reply.json() == push_reply(0, 0, 0)
 
 
 def test_apply_average_must_be_a_boolean(api: httpx.Client, table_name: str) -> None:

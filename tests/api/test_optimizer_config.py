@@ -20,6 +20,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.usefixtures("table_kind")
 @pytest.mark.parametrize("kind", CONFIGS)
 def test_a_table_of_each_optimizer_trains_as_the_loop_oracle(
     api: httpx.Client, table_name: str, kind: str

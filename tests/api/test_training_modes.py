@@ -1,6 +1,8 @@
 """Training modes over HTTP: asynchronous pushes, staleness, averaged applies, sparse memory.
 
-Every test runs over the in-process app and a real uvicorn process (the `api` fixture).
+Every test runs over the in-process app and a real uvicorn process (the `api` fixture), on a
+fixed table and on a dynamic one (the `table_kind` fixture), but the last, which is about a fixed
+table's size.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tests.api.helpers import (
     fingerprint,
     npy_bytes,
     npz_bytes,
+    push_reply,
     weights_of,
 )
 from tests.naive_optimizers import NaiveTrainer
@@ -49,6 +52,7 @@ def steps_of_sgd(api: httpx.Client, name: str, count: int) -> None:
 
 
 # -- asynchronous pushes -------------------------------------------------------------------------
+@pytest.mark.usefixtures("table_kind")
 def test_async_json_push_is_one_step_of_the_summed_gradient(
     api: httpx.Client, table_name: str
 ) -> None:
@@ -60,7 +64,7 @@ def test_async_json_push_is_one_step_of_the_summed_gradient(
     grads = np.arange(16, dtype=np.float64).reshape(4, 4) - 6.5
     reply = push(api, table_name, ids=ids.tolist(), grads=grads.tolist(), apply=True)
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"rows": 4, "pending_rows": 0, "step": 1, "rows_updated": 2}
+    assert reply.json() == push_reply(4, 0, 1, 2)
     oracle = NaiveTrainer(before, ADAGRAD)
     oracle.push(ids, grads, apply=True)
     after = weights_of(api, table_name)
@@ -75,6 +79,7 @@ def test_async_json_push_is_one_step_of_the_summed_gradient(
     assert (table["step"], table["pending_rows"]) == (1, 0)
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_async_npz_push_with_apply_query_parameter(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, dtype="float64", optimizer={"kind": "sgd", "lr": 0.5})
     before = weights_of(api, table_name)
@@ -83,13 +88,13 @@ def test_async_npz_push_with_apply_query_parameter(api: httpx.Client, table_name
     url = f"/v1/tables/{table_name}/gradients"
     reply = api.post(f"{url}?apply=true", content=npz_bytes(ids=ids, grads=grads), headers=NPZ)
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"rows": 4, "pending_rows": 0, "step": 1, "rows_updated": 2}
+    assert reply.json() == push_reply(4, 0, 1, 2)
     dense = np.zeros_like(before)
     np.add.at(dense, ids, grads)
     np.testing.assert_array_equal(weights_of(api, table_name), before - 0.5 * dense)
 
     pending = api.post(f"{url}?apply=false", content=npz_bytes(ids=ids, grads=grads), headers=NPZ)
-    assert pending.json() == {"rows": 4, "pending_rows": 2, "step": 1, "rows_updated": 0}
+    assert pending.json() == push_reply(4, 2, 1, 0)
     unchanged = fingerprint(api)
     refused = api.post(f"{url}?apply=maybe", content=npz_bytes(ids=ids, grads=grads), headers=NPZ)
     assert refused.status_code == 422
@@ -97,6 +102,7 @@ def test_async_npz_push_with_apply_query_parameter(api: httpx.Client, table_name
     assert fingerprint(api) == unchanged
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_async_push_leaves_the_pending_gradient_of_synchronous_pushes(
     api: httpx.Client, table_name: str
 ) -> None:
@@ -105,21 +111,23 @@ def test_async_push_leaves_the_pending_gradient_of_synchronous_pushes(
     g = [[1.0, 2.0, 3.0, 4.0]]
     assert push(api, table_name, ids=[7], grads=g).json()["pending_rows"] == 1
     reply = push(api, table_name, ids=[7], grads=g, apply=True).json()
-    assert reply == {"rows": 1, "pending_rows": 1, "step": 1, "rows_updated": 1}
+    assert reply == push_reply(1, 1, 1, 1)
     assert apply(api, table_name).json() == {"step": 2, "rows_updated": 1}
     np.testing.assert_array_equal(weights_of(api, table_name)[7], before[7] - g[0] - g[0])
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_empty_async_push_is_not_a_step(api: httpx.Client, table_name: str) -> None:
     create(api, table_name)
     body = npz_bytes(ids=np.empty(0, np.int64), grads=np.empty((0, 4), np.float32))
     reply = api.post(f"/v1/tables/{table_name}/gradients?apply=true", content=body, headers=NPZ)
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"rows": 0, "pending_rows": 0, "step": 0, "rows_updated": 0}
+    assert reply.json() == push_reply(0, 0, 0, 0)
     assert info(api, table_name)["step"] == 0
 
 
 # -- staleness -----------------------------------------------------------------------------------
+@pytest.mark.usefixtures("table_kind")
 def test_lookup_replies_carry_the_table_step(api: httpx.Client, table_name: str) -> None:
     create(api, table_name)
     url = f"/v1/tables/{table_name}/lookup"
@@ -131,6 +139,7 @@ def test_lookup_replies_carry_the_table_step(api: httpx.Client, table_name: str)
         steps_of_sgd(api, table_name, 1)
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_stale_pushes_are_refused_with_409_saying_how_stale(
     api: httpx.Client, table_name: str
 ) -> None:
@@ -157,6 +166,7 @@ def test_stale_pushes_are_refused_with_409_saying_how_stale(
     assert api.post(url + "?step=3&apply=true", content=body, headers=NPZ).status_code == 200
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_zero_staleness_accepts_only_the_current_step(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, max_staleness=0)
     steps_of_sgd(api, table_name, 1)
@@ -167,6 +177,7 @@ def test_zero_staleness_accepts_only_the_current_step(api: httpx.Client, table_n
     assert push(api, table_name, ids=[1], grads=g).status_code == 200  # no step: no check
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_without_max_staleness_any_past_step_is_accepted(
     api: httpx.Client, table_name: str
 ) -> None:
@@ -176,6 +187,7 @@ def test_without_max_staleness_any_past_step_is_accepted(
     assert push(api, table_name, ids=[1], grads=[[1.0] * 4], step=0).status_code == 200
 
 
+@pytest.mark.usefixtures("table_kind")
 @pytest.mark.parametrize(("step", "detail"), [
     (6, "step 6 is ahead of table {name!r}, which is at step 2"),
     (-1, "step must be >= 0, got -1"),
@@ -195,6 +207,7 @@ def test_impossible_steps_are_refused_with_422(
     assert fingerprint(api) == unchanged
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_step_query_parameter_must_be_an_integer(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, max_staleness=3)
     body = npz_bytes(ids=np.array([1]), grads=np.ones((1, 4), np.float32))
@@ -216,6 +229,7 @@ def test_max_staleness_must_be_a_non_negative_integer(api: httpx.Client, table_n
 
 
 # -- average -------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("table_kind")
 def test_average_divides_by_the_pushes_since_the_last_apply(
     api: httpx.Client, table_name: str
 ) -> None:
@@ -239,6 +253,7 @@ def test_average_divides_by_the_pushes_since_the_last_apply(
         np.testing.assert_array_equal(weights_of(api, table_name), weights)
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_without_average_the_pushes_are_summed(api: httpx.Client, table_name: str) -> None:
     create(api, table_name, dtype="float64", optimizer={"kind": "sgd", "lr": 1.0},
            init={"kind": "zeros"})
@@ -248,6 +263,7 @@ def test_without_average_the_pushes_are_summed(api: httpx.Client, table_name: st
     np.testing.assert_array_equal(weights_of(api, table_name)[2], [-4.0, -8.0, -12.0, -16.0])
 
 
+@pytest.mark.usefixtures("table_kind")
 def test_average_with_adam_matches_the_loop_oracle(api: httpx.Client, table_name: str) -> None:
     config = {"kind": "adam", "lr": 0.1, "beta1": 0.5, "beta2": 0.9, "eps": 1e-6}
     create(api, table_name, dtype="float64", optimizer=config, init={"kind": "normal", "std": 1.0})
@@ -263,6 +279,7 @@ def test_average_with_adam_matches_the_loop_oracle(api: httpx.Client, table_name
     np.testing.assert_allclose(weights_of(api, table_name), oracle.weights, atol=1e-10, rtol=0)
 
 
+@pytest.mark.usefixtures("table_kind")
 @pytest.mark.parametrize(("body", "detail"), [
     ({"average": "maybe"}, "average"),
     ({"lr": 0}, "lr"),

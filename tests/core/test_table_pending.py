@@ -142,7 +142,8 @@ def test_pending_gradient_asks_the_budget_it_was_given_before_growing() -> None:
 
     pending = PendingGradient("words", 2, np.dtype(np.float32), Recording(10_000, lambda: 0))
     pending.add(*kernels.sorted_distinct(np.arange(3)), np.ones((3, 2), np.float32))
-    assert asked == [("words", 64 * (8 + 2 * 4))]  # room for 64 rows of id + sum
+    # room for 64 rows of id + sum, and the sorted index's entries (id, slot) of the 3 new rows
+    assert asked == [("words", 64 * (8 + 2 * 4) + 3 * 16)]
     with pytest.raises(BudgetExceeded, match="push to table 'words' refused"):
         pending.add(*kernels.sorted_distinct(np.arange(1000)), np.ones((1000, 2), np.float32))
     assert pending.count == 3 and pending.pushes == 1  # the refused push changed nothing

@@ -60,10 +60,11 @@ class AdmissionCounter:
         return self._index.nbytes + self._seen.nbytes
 
     def nbytes_after(self, new_keys: int) -> int:
-        """At most `nbytes` once `new_keys` more candidates are counted (the memory budget asks
-        before a push records them; the cap is applied after they are in)."""
+        """At most `nbytes` once `new_keys` more candidates are recorded (the memory budget
+        asks before a push records them): inserted, then admitted or forgotten ones freed."""
         index = self._index
-        return index.nbytes_after(new_keys) + self._seen.nbytes_after(
+        freed = new_keys + max(0, len(index) + new_keys - self.max_candidates)
+        return index.nbytes_after(new_keys, freed) + self._seen.nbytes_after(
             index.slot_count + max(0, new_keys - index.free_count))
 
     def counts(self, keys: np.ndarray) -> np.ndarray:

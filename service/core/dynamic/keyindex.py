@@ -134,13 +134,14 @@ class KeyIndex:
         order = np.argsort(keys, kind="stable")
         return keys[order], slots[order]
 
-    def nbytes_after(self, new_keys: int) -> int:
-        """`nbytes` once `new_keys` more keys (absent now) are inserted: the memory budget asks
-        before an insert allocates."""
+    def nbytes_after(self, new_keys: int, freed: int = 0) -> int:
+        """At most `nbytes` once `new_keys` more keys (absent now) are inserted and then up to
+        `freed` keys deleted: the memory budget asks before an insert allocates."""
         fresh = max(0, new_keys - self._free_count)
         buckets = bucket_capacity_for(self._size + new_keys, self._buckets.size)
         slot_keys = grown_length(self._slot_keys.size, self._slot_count + fresh)
-        return 8 * (buckets + slot_keys) + int(self._free.nbytes)
+        free = grown_length(self._free.size, self._free_count + freed)
+        return 8 * (buckets + slot_keys + free)
 
     # ---- changing -----------------------------------------------------------------------
 

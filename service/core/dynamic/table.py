@@ -207,8 +207,11 @@ class DynamicTable(Table):
         index = self._index
         slot_count = index.slot_count + max(0, new_keys.size - index.free_count)
         if self.budget is not None:
+            live = len(index) + new_keys.size  # then evicted: at most all (ttl), or the excess
+            capacity = self.settings.capacity
+            freed = live if self.settings.ttl_steps else max(0, live - (capacity or live))
             growth = (self._rows.growth_bytes(slot_count)
-                      + index.nbytes_after(new_keys.size) - index.nbytes
+                      + index.nbytes_after(new_keys.size, freed) - index.nbytes
                       + self._eviction.nbytes_after(slot_count) - self._eviction.nbytes)
             if growth > 0:
                 self.budget.check_dynamic(self.name, growth, f"{new_keys.size} new rows")

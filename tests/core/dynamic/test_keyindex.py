@@ -192,7 +192,8 @@ def test_package_exports() -> None:
     import service.core.dynamic as dynamic
 
     assert dynamic.__all__ == [
-        "AdmissionCounter", "EvictionTracker", "KeyIndex", "as_keys", "initial_rows", "warm_up"]
+        "AdmissionCounter", "DynamicSpec", "DynamicTable", "EvictionTracker", "KeyIndex",
+        "as_keys", "check_spec", "initial_rows", "warm_up"]
     assert all(hasattr(dynamic, name) for name in dynamic.__all__)
 
 
