@@ -109,7 +109,7 @@ class RemoteTorchEmbedding(torch.nn.Module):
         """The whole table, fetched from the service (a copy: changing it changes nothing).
         A dynamic table has no matrix: client.export_weights gives its ids and rows."""
         if self.num_embeddings is None:
-            raise AttributeError(f"table {self.table!r} is dynamic: it has no weight matrix; "
+            raise RuntimeError(f"table {self.table!r} is dynamic: it has no weight matrix; "
                                  "client.export_weights() gives its ids and rows")
         rows = self.client.lookup(self.table, np.arange(self.num_embeddings))
         return torch.from_numpy(np.array(rows))

@@ -143,3 +143,46 @@ def test_the_package_imports_torch_only_when_the_module_is_asked_for() -> None:
     code = ("import sys, service.training as t; assert 'torch' not in sys.modules; "
             "t.RemoteTorchEmbedding; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_a_dynamic_table_trains_like_a_local_embedding_of_its_initial_rows(
+    client: EmbeddingClient, kind: str
+) -> None:
+    """Hashed 64-bit ids (int64 tensors; uint64 ones are the same keys) into a dynamic table:
+    the same steps as a local sparse nn.Embedding whose row i starts as key i's initial row."""
+    import numpy as np
+
+    table_optimizer, torch_optimizer = OPTIMIZERS[kind]
+    name = f"dynamic-{kind}"
+    client.create_table(name, embedding_dim=DIM, dtype="float64", seed=3,
+                        init={"kind": "normal", "std": 1.0}, optimizer=table_optimizer,
+                        dynamic={})
+    try:
+        keys = torch.tensor(np.random.default_rng(0).integers(-(2**63), 2**63 - 1, 12))
+        remote = RemoteTorchEmbedding(client, name)
+        assert remote.num_embeddings is None
+        local = torch.nn.Embedding(12, DIM, sparse=True, dtype=torch.float64)
+        with torch.no_grad():
+            local.weight.copy_(remote(keys))
+        optimizer = torch_optimizer(local.parameters())
+        generator = torch.Generator().manual_seed(0)
+        for step in range(6):
+            rows = torch.randint(0, 12, (7, 3), generator=generator)
+            targets = torch.randn(7, DIM, generator=generator, dtype=torch.float64)
+            ids = keys[rows]
+            if step % 2 and hasattr(torch, "uint64"):
+                ids = ids.view(torch.uint64)  # the same keys, as uint64
+            optimizer.zero_grad()
+            loss_of(local(rows), targets).backward()
+            with torch.sparse.check_sparse_tensor_invariants():
+                optimizer.step()
+            loss_of(remote(ids), targets).backward()
+            remote.apply_gradients()
+        torch.testing.assert_close(remote(keys).detach(), local.weight.detach(), rtol=0,
+                                   atol=1e-10)
+        assert client.get_table(name).rows == len(torch.unique(keys))
+        with pytest.raises(RuntimeError, match="is dynamic"):
+            remote.weight  # noqa: B018
+    finally:
+        client.delete_table(name)
