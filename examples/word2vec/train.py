@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import queue
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from examples.trainers import WAIT_SECONDS, collect_epoch, running
 from examples.word2vec.corpus import Corpus, NegativeSampler, cbow_examples, make_corpus
 from examples.word2vec.evaluate import Evaluator, label_and_show
 from examples.word2vec.model import CBOWNegativeSampling
-from examples.word2vec.progress import progress_bar
 from examples.word2vec.text import (
     TextCorpus,
     keep_probabilities,
@@ -38,8 +37,6 @@ from examples.word2vec.text import (
 )
 from service.client import EmbeddingClient, TableExistsError
 from service.training import RemoteEmbedding
-
-WAIT_SECONDS = 600.0  # the longest anyone waits for the others at an epoch's end
 
 
 @dataclass(frozen=True)
@@ -193,9 +190,7 @@ def train(config: Word2VecConfig, url: str, show_progress: bool = True,
                             args=(config, url, trainer, messages, epoch_done, token))
             for trainer in range(config.trainers)
         ]
-        for process in processes:
-            process.start()
-        try:
+        with running(processes, epoch_done):
             for epoch in range(1, config.epochs + 1):
                 examples = len(config.epoch_examples(corpus, epoch)[1])
                 losses = _collect_epoch(config, epoch, messages, processes, show_progress,
@@ -207,14 +202,6 @@ def train(config: Word2VecConfig, url: str, show_progress: bool = True,
                 _say(f"epoch {epoch}: train loss {history.train_loss[-1]:.4f}, held-out loss "
                      f"{history.eval_loss[-1]:.4f}, {history.quality} {history.purity[-1]:.3f}")
                 epoch_done.wait(WAIT_SECONDS)
-            for process in processes:
-                process.join(WAIT_SECONDS)
-        finally:
-            epoch_done.abort()  # a trainer still waiting stops instead of hanging
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-                process.join()
         history.neighbours = label_and_show(client, config, corpus)
     return history
 
@@ -225,25 +212,8 @@ def _collect_epoch(config: Word2VecConfig, epoch: int, messages: Any,
     """The batch losses of one epoch, until every trainer says it is done with it."""
     total = sum(batches_per_epoch(config, trainer, examples)
                 for trainer in range(config.trainers))
-    losses: list[float] = []
-    finished: set[int] = set()
-    with progress_bar(total, f"epoch {epoch}/{config.epochs}", show_progress) as bar:
-        while len(finished) < config.trainers:
-            try:
-                kind, trainer, value = messages.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p.name for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"trainer process died: {', '.join(dead)}") from None
-                continue
-            if kind == "batch":
-                losses.append(value)
-                bar.update(1)
-            elif kind == "epoch":
-                finished.add(trainer)
-            else:
-                raise RuntimeError(f"trainer {trainer} failed:\n{value}")
-    return losses
+    return collect_epoch(total, f"epoch {epoch}/{config.epochs}", config.trainers, messages,
+                         processes, show_progress)
 
 
 def _say(line: str) -> None:

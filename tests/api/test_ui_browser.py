@@ -151,3 +151,24 @@ def test_with_a_token_nothing_works_without_it(
         lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#plot circle.point")) == ROWS)
     assert not browser.find_element(By.ID, "login").is_displayed()
     assert foreign(requested_urls(browser), token_server) == []
+
+
+def test_a_dynamic_table_shows_its_live_rows_and_points(
+    browser: webdriver.Chrome, open_server: LiveServer
+) -> None:
+    """A dynamic table has no fixed size: the list shows its live rows; the plot draws them."""
+    url = open_server.url
+    httpx.post(f"{url}/v1/tables", json={"name": "users", "embedding_dim": 4, "seed": 1,
+                                         "dynamic": {"capacity": 50}}, timeout=10)
+    keys = (np.arange(70, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)).tolist()  # wraps
+    httpx.post(f"{url}/v1/tables/users/gradients", timeout=10, json={
+        "ids": keys, "grads": np.ones((70, 4)).tolist(), "apply": True}).raise_for_status()
+    browser.get_log("browser")  # what earlier pages logged
+    browser.get(f"{url}/ui")
+    row = wait_for(browser, "#tables tbody tr[data-table='users']")
+    assert row.find_elements(By.TAG_NAME, "td")[1].text == "50 live"
+    row.click()
+    WebDriverWait(browser, WAIT_SECONDS).until(
+        lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#plot circle.point")) == 50)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

@@ -112,7 +112,9 @@ function drawTables() {
     row.className = table.name === state.selected ? "selected" : "";
     const m = table.metrics;
     cell(row, table.name, "name");
-    cell(row, table.num_embeddings.toLocaleString(), "num");
+    // a dynamic table has no fixed size: its live rows, marked as such
+    cell(row, table.num_embeddings === null ? `${table.rows.toLocaleString()} live`
+      : table.num_embeddings.toLocaleString(), "num");
     cell(row, table.embedding_dim, "num");
     cell(row, (m.embed_table_step ?? table.step).toLocaleString(), "num step");
     cell(row, (m.embed_table_pending_rows ?? table.pending_rows).toLocaleString(), "num pending");
