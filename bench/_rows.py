@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from _dynamic_rows import dynamic_rows
 from _processes import TOKEN, bare_asgi, redis_missing, redis_server, rss_bytes, service
 from _push_rows import push_rows
 from _report import Row
@@ -153,6 +154,9 @@ def run_rows(setup: Setup) -> tuple[list[Row], list[str]]:
                                               bare_client)
         rows += more_rows
         notes += push_notes
+        more_rows, dynamic_notes = dynamic_rows(client, TABLE, LR, rng, setup, runs)
+        rows += more_rows
+        notes += dynamic_notes
         one = concurrent_rate(url, lookups[4096], 1, setup)
         four = concurrent_rate(url, lookups[4096], 4, setup)
         json_client = EmbeddingClient(url, token=TOKEN, wire="json")

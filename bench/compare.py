@@ -1,4 +1,4 @@
-"""Where the service stands against Redis, numpy and PyTorch: one command, one run, eight rows,
+"""Where the service stands against Redis, numpy and PyTorch: one command, one run, twelve rows,
 then the load rows.
 
     make bench                                   # installs what it needs, then runs this
@@ -22,6 +22,8 @@ over repeated runs, the two sides of a row alternating run by run on the same id
 7. JSON vs .npy for the 4096-id lookup
 8. the core alone (EmbeddingTable.push(apply=True) in this process, no HTTP) vs the same
    torch step; the numpy kernels (EMBED_KERNELS=numpy) beside it
+9-12. a dynamic table of V live rows against the fixed one: lookup (9 in 10 ids with a row),
+   push of Zipf keys + apply, bytes per live row, eviction at V rows (bench/_dynamic_rows.py)
 
 Then the load rows (bench/load.py, skipped with --no-load): what one service process carries
 under 8 and 64 connections from C load generators (wrk; redis-benchmark for the Redis peer),

@@ -34,11 +34,11 @@ from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.dynamic import warmup
 from service.core.dynamic.admission import AdmissionCounter
-from service.core.dynamic.contents import Contents
+from service.core.dynamic.capture import Capture
 from service.core.dynamic.eviction import EvictionTracker
 from service.core.dynamic.initial_rows import initial_rows
 from service.core.dynamic.keyindex import KeyIndex, as_keys
-from service.core.dynamic.slot_rows import RowsAtInstant, SlotRows
+from service.core.dynamic.slot_rows import SlotRows
 from service.core.dynamic.spec import DynamicSpec
 from service.core.errors import InvalidRequest
 from service.core.initializers import InitSpec
@@ -46,7 +46,7 @@ from service.core.optimizers import Optimizer
 from service.core.table_base import Table
 
 
-class DynamicTable(Table):
+class DynamicTable(Capture, Table):
     """Rows of embedding_dim keyed by int64 (or uint64, the same bits). Thread-safe."""
 
     num_embeddings = None  # no fixed vocabulary (TableInfo says null)
@@ -195,10 +195,11 @@ class DynamicTable(Table):
         self._evict(step)
 
     # -- rows made, set and removed (caller holds the lock) --------------------------------
-    def _make_rows(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _make_rows(self, keys: np.ndarray, weights: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """((k,) the slot of each distinct key, (k,) bool which were made now): a key without
-        a row gets one, its initial row and fresh optimizer state; the memory budget is asked
-        first (BudgetExceeded, nothing changed)."""
+        a row gets one, its initial row (or its row of `weights`, (k, dim)) and fresh optimizer
+        state; the memory budget is asked first (BudgetExceeded, nothing changed)."""
         slots = self._index.lookup(keys)  # (k,)
         created = slots < 0
         new_keys = keys[created]
@@ -217,7 +218,8 @@ class DynamicTable(Table):
                 self.budget.check_dynamic(self.name, growth, f"{new_keys.size} new rows")
         self._rows.grow(slot_count)
         new_slots = index.insert(new_keys)  # (m,)
-        self._rows.write_new(new_slots, self.initial_rows(new_keys))
+        self._rows.write_new(new_slots, self.initial_rows(new_keys) if weights is None
+                             else weights[created])
         slots[created] = new_slots
         return slots, created
 
@@ -246,7 +248,7 @@ class DynamicTable(Table):
             raise InvalidRequest(f"weights must be finite, got NaN or infinity in the row of "
                                  f"id {int(keys[np.argmin(finite)])}")
         with self._locked():
-            slots, _ = self._make_rows(keys)
+            slots, _ = self._make_rows(keys, weights)
             self._rows.before_write(slots)
             self._rows.weights[slots] = weights
             dropped = self.pending_gradient.count
@@ -255,59 +257,3 @@ class DynamicTable(Table):
             self._evict(self.step)
             self.tracker.note(None)
             return dropped
-
-    # -- snapshots (service.core.dynamic.snapshots) -----------------------------------------
-    def capture(self) -> Contents:
-        """The table's contents at this instant, rows aside: keys ascending with their slots,
-        update steps and counts, admission counts, pending gradient, step, evicted count. Until
-        `release()`, rows changed are copied aside first, so `captured_rows(slots)` reads them
-        as of this instant (service.core.dynamic.slot_rows.RowsAtInstant)."""
-        with self._locked():
-            if self._rows.at_instant is not None:
-                raise RuntimeError(f"table {self.name!r} is already being captured")
-            keys, slots = self._index.items(ascending=False)  # (rows,) each
-            pending = self.pending_gradient
-            contents = Contents(
-                keys, slots, self._eviction.last_step(slots), self._eviction.updates(slots),
-                self._admission.to_arrays() if self._admission is not None else None,
-                pending.rows.copy(), pending.sums.copy(), pending.pushes, self.step,
-                self.evicted_rows, self.tracker.changes, self.optimizer.config())
-            self._rows.at_instant = RowsAtInstant(slots, self._index.slot_count,
-                                                  list(self._rows.arrays()),
-                                                  self.embedding_dim, self.dtype)
-        return contents.ascending()
-
-    def captured_rows(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """{"weights": (b, dim), state name: (b, dim)} of captured slots, as of the capture."""
-        with self._locked():
-            assert self._rows.at_instant is not None, "capture() first"
-            return self._rows.at_instant.read(slots, self._rows.arrays())
-
-    def release(self) -> None:
-        """End a capture (a no-op without one)."""
-        with self._locked():
-            self._rows.at_instant = None
-
-    def restore(self, contents: Contents, rows: dict[str, np.ndarray]) -> None:
-        """Become the table a capture described (a new table, before it serves): rows[name]
-        (n, dim) are the rows of contents.keys, in that order."""
-        count = len(contents.keys)
-        with self._locked():
-            self._index = KeyIndex.from_arrays(contents.keys)  # key i in slot i
-            self._rows = SlotRows.of_arrays(self.optimizer, rows["weights"],
-                                            {name: rows[name] for name in self._rows.state})
-            self._eviction = EvictionTracker.from_arrays(
-                self._index, self.settings.evict, self.settings.capacity,
-                self.settings.ttl_steps, np.arange(count), contents.last_step,
-                contents.updates, int(contents.last_step.max()) if count else -1)
-            if self._admission is not None and contents.admission is not None:
-                arrays = contents.admission
-                self._admission = AdmissionCounter.from_arrays(
-                    self.settings.admit_after, self.settings.max_candidates, arrays["keys"],
-                    arrays["counts"], arrays["last_push"], int(arrays["pushes"]),
-                    int(arrays["forgotten"]))
-            self.step = contents.step
-            self.evicted_rows = contents.evicted_rows
-            self.pending_gradient.restore(contents.pending_rows, contents.pending_sums,
-                                          contents.pushes_since_apply)
-            self.tracker.note(None)
