@@ -40,6 +40,23 @@ def kernel(function: F) -> F:
     return cast(F, numba.njit(nogil=True, cache=True)(function))
 
 
+def arithmetic_kernel(function: F) -> F:
+    """A kernel of floating-point arithmetic, compiled with numpy's error model (x / 0.0 is
+    inf, as in numpy, with no check that raises): without the checks' branches LLVM can
+    vectorize its loops. Same results as the plain kernel wherever no error is possible."""
+    if numba is None:  # pragma: no cover
+        return function
+    return cast(F, numba.njit(nogil=True, cache=True, error_model="numpy")(function))
+
+
+def inline_arithmetic_kernel(function: F) -> F:
+    """arithmetic_kernel, inlined into the kernels that call it."""
+    if numba is None:  # pragma: no cover
+        return function
+    return cast(F, numba.njit(nogil=True, cache=True, inline="always",
+                              error_model="numpy")(function))
+
+
 def inline_kernel(function: F) -> F:
     """A kernel helper, inlined into the kernels that call it (numba's inline="always"):
     an ordinary call between compiled functions increments and decrements the reference

@@ -23,6 +23,7 @@ finite and below 8.6 standard deviations (u1 >= 2^-53). The compiled version
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -41,6 +42,7 @@ _HALF_PI = math.pi / 2
 _SQRT_HALF = math.sqrt(0.5)
 
 
+@functools.lru_cache(maxsize=256)  # a table asks for its seed's state at every lookup
 def seed_state(seed: int) -> np.uint64:
     """A 64-bit state from a seed >= 0 of any size: its 64-bit limbs, low first, folded as
     state = mix64((state ^ limb) + GOLDEN), so seeds of different lengths differ too."""

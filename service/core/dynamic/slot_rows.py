@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.core.dynamic.backend import kernel, selected
 from service.core.optimizers import Optimizer
 
 MIN_ROWS = 256
@@ -143,6 +144,9 @@ class SlotRows:
 
     def gather(self, slots: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[i] = weights[slots[i]] where slots[i] >= 0; (m,) the positions where it is -1."""
+        if selected() == "numba":
+            missing = np.empty(len(slots), dtype=np.int64)
+            return missing[: _gather_present(self.weights, slots, out, missing)]
         missing = np.flatnonzero(slots < 0)  # (m,)
         if missing.size == 0:
             np.take(self.weights, slots, axis=0, out=out)
@@ -150,6 +154,23 @@ class SlotRows:
         present = np.flatnonzero(slots >= 0)
         out[present] = self.weights[slots[present]]
         return missing
+
+
+@kernel
+def _gather_present(weights: np.ndarray, slots: np.ndarray, out: np.ndarray,
+                    missing: np.ndarray) -> int:
+    """One pass: copy each present slot's row into out, list the absent positions; their
+    count."""
+    absent = 0
+    for i in range(slots.size):
+        slot = slots[i]
+        if slot < 0:
+            missing[absent] = i
+            absent += 1
+        else:
+            for column in range(weights.shape[1]):
+                out[i, column] = weights[slot, column]
+    return absent
 
 
 __all__ = ["RowsAtInstant", "SlotRows"]
