@@ -11,6 +11,11 @@ request that creates or restores a dynamic table while the kernels are still com
 for them, and none compiles anything itself. Outside the service (no `start()`), the first
 DynamicTable of a process runs the warm-up in its own thread, before it is made.
 
+When numba's cache lacks the kernels, the compiling is done by a child process
+(`python -m service.core.dynamic.warmup`) writing the cache, and this process then only loads
+it: numba's compiler holds the GIL for much of its work, and in this process it would slow
+every request served meanwhile; a child takes the other core instead.
+
     warmup.start(); warmup.wait(1.0)       # what service.core.warm_up does at start
     warmup.ensure_ready()                  # what DynamicTable() does
 """
@@ -18,8 +23,12 @@ DynamicTable of a process runs the warm-up in its own thread, before it is made.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -66,10 +75,55 @@ def warm_up(backend: str | None = None) -> None:
                 initial_rows(keys_in, 3, np.dtype(dtype), InitSpec(kind), 0, backend)  # type: ignore[arg-type]
 
 
+def _dispatchers() -> list[object]:
+    """Every numba kernel of this package."""
+    import importlib
+    import pkgutil
+
+    import service.core.dynamic as package
+
+    found = []
+    for module_info in pkgutil.iter_modules(package.__path__):
+        if module_info.name in ("table_warmup", "snapshots", "table", "capture"):
+            continue  # no kernels there (and importing them here would be circular)
+        module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        found += [value for value in vars(module).values()
+                  if hasattr(value, "overloads") and hasattr(value, "py_func")]
+    return found
+
+
+def cached() -> bool:
+    """Whether numba's cache holds compiled code of every kernel (its index files exist; the
+    helpers inlined into the kernels have none of their own)."""
+    try:
+        return all(os.path.exists(kernel._cache._cache_file._index_path)  # type: ignore[attr-defined]
+                   for kernel in _dispatchers()
+                   if kernel.targetoptions.get("inline") != "always")  # type: ignore[attr-defined]
+    except AttributeError:  # another numba's cache layout: as if not cached
+        return False
+
+
+def _compile_in_a_child(backend: str) -> None:
+    """Fill numba's cache from a child process (best effort: on failure, this process
+    compiles what is missing)."""
+    root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        subprocess.run([sys.executable, "-m", "service.core.dynamic.warmup", backend], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600,
+                       check=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        log.warning("dynamic tables: compiling in a child process failed (%s); compiling here",
+                    error)
+
+
 def _run(backend: str) -> None:
     _inside.active = True
     started = time.perf_counter()
     try:
+        if not cached():
+            _compile_in_a_child(backend)
         warm_up(backend)
         from service.core.dynamic.table_warmup import run_every_operation
 
@@ -106,3 +160,7 @@ def ensure_ready() -> None:
     if getattr(_inside, "active", False):
         return
     wait()
+
+
+if __name__ == "__main__":  # the child process of _compile_in_a_child: fills numba's cache
+    warm_up(sys.argv[1] if len(sys.argv) > 1 else None)
