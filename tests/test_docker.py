@@ -200,6 +200,8 @@ def test_the_service_loads_kernels_compiled_at_build_time(stack: ComposeStack) -
     started = logs.stdout + logs.stderr  # the service logs to stderr
     kernels = [line for line in started.splitlines() if '"kernels: numba' in line]
     assert len(kernels) == 1 and "(0 of " in kernels[0], started[-3000:]
+    dynamic = [line for line in started.splitlines() if "dynamic tables: kernels ready" in line]
+    assert len(dynamic) == 1 and "loaded from numba's cache" in dynamic[0], started[-3000:]
     again = stack.exec("python", "-m", "service.core.kernels")
     assert re.fullmatch(r"kernels: numba, \d+ kernels ready in [\d.]+ s \(0 of \d+ signatures "
                         r"compiled, the rest loaded from numba's cache\)", again), again

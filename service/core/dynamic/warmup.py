@@ -121,19 +121,21 @@ def _compile_in_a_child(backend: str) -> None:
 def _run(backend: str) -> None:
     _inside.active = True
     started = time.perf_counter()
+    how = "loaded from numba's cache"
     try:
         if not cached():
+            how = "compiled by a child process into numba's cache"
             _compile_in_a_child(backend)
         warm_up(backend)
         from service.core.dynamic.table_warmup import run_every_operation
 
         run_every_operation()
-    except Exception:  # pragma: no cover - logged; ensure_ready then runs it where it is needed
+    except Exception:  # pragma: no cover - logged; the kernels then compile where first used
         log.exception("dynamic tables: warm-up failed")
     finally:
         _done[backend].set()
-    log.info("dynamic tables: kernels ready in %.2f s (%s)", time.perf_counter() - started,
-             backend)
+    log.info("dynamic tables: kernels ready in %.2f s (%s, %s)", time.perf_counter() - started,
+             backend, how)
 
 
 def start() -> threading.Event:
