@@ -98,7 +98,8 @@ def eviction_row(rng: np.random.Generator, rows: int, dim: int, setup: Any,
             fresh = iter(np.split(distinct_keys(rng, BATCH * 200), 200))
             grads = np.zeros((BATCH, dim), np.float32)
 
-            def step(table: DynamicTable = table, fresh: Any = fresh) -> object:
+            def step(table: DynamicTable = table, fresh: Any = fresh,
+                     grads: np.ndarray = grads) -> object:
                 return table.push(next(fresh), grads, apply=True)  # 4096 made, 4096 evicted
 
             sides[f"{policy}-{size}"] = step

@@ -62,7 +62,7 @@ class TableCollector(Collector):
     def __init__(
         self,
         registry: TableRegistry,
-        rows: weakref.WeakKeyDictionary[EmbeddingTable, RowCounts],
+        rows: weakref.WeakKeyDictionary[Table, RowCounts],
         replies: ReplyStore,
     ) -> None:
         self.registry = registry

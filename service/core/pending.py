@@ -79,8 +79,8 @@ class PendingGradient:
 
     def contains(self, rows: np.ndarray) -> np.ndarray:
         """(k,) bool: which of `rows` (sorted, distinct) have a pending gradient."""
-        position = kernels.search_sorted(self._index_rows, rows)  # (k,)
-        found = position < self._count
+        position: np.ndarray = kernels.search_sorted(self._index_rows, rows)  # (k,)
+        found: np.ndarray = position < self._count
         found[found] = self._index_rows[position[found]] == rows[found]
         return found
 

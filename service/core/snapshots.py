@@ -84,7 +84,9 @@ def write_table(
     directory fsynced. `after_chunk(nbytes)` runs after each chunk of a large array (throttle)."""
     if not isinstance(table, EmbeddingTable):
         from service.core.dynamic import snapshots as dynamic_snapshots
+        from service.core.dynamic.table import DynamicTable
 
+        assert isinstance(table, DynamicTable), type(table)
         return dynamic_snapshots.write_dynamic(table, directory, chunk_bytes=chunk_bytes,
                                                after_chunk=after_chunk)
     started = time.perf_counter()

@@ -107,6 +107,13 @@ class Table:
         """InvalidRequest unless `ids` may name rows of this table (labels check them too)."""
         raise NotImplementedError
 
+    def lookup(
+        self, ids: np.ndarray, out: np.ndarray | None = None, *, wait: bool = True
+    ) -> tuple[np.ndarray, int]:
+        """The rows of ids, shape ids.shape + (embedding_dim,), and the step they were read
+        at; `out` receives them if given. wait=False: TableBusy instead of waiting."""
+        raise NotImplementedError
+
     def _check_rows(self, rows: np.ndarray) -> None:
         """The push's distinct keys, sorted: InvalidRequest if the table refuses them."""
 

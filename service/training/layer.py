@@ -82,6 +82,9 @@ class RemoteEmbedding:
     def weights(self) -> np.ndarray:
         """The whole table, fetched from the service (for inspection and tests)."""
         info = self.client.get_table(self.table)
+        if info.num_embeddings is None:
+            raise RuntimeError(f"table {self.table!r} is dynamic: it has no weight matrix; "
+                               "client.export_weights() gives its ids and rows")
         return self.client.lookup(self.table, np.arange(info.num_embeddings))
 
     def __repr__(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 MIN_LENGTH = 16  # the smallest per-slot array worth allocating
+MAX_LOAD = 0.7  # a key index grows past this fraction of its buckets in use
+MIN_BUCKETS = 16
 
 
 def sorted_distinct(values: np.ndarray) -> np.ndarray:
@@ -29,3 +31,13 @@ def grown_length(current: int, needed: int) -> int:
     if needed <= current:
         return current
     return max(needed, current + current // 4, MIN_LENGTH)
+
+
+def bucket_capacity_for(count: int, current: int = 0) -> int:
+    """The bucket count for `count` keys: `current` grown by 1.5x until the load is <= 0.7."""
+    capacity = max(current, MIN_BUCKETS)
+    while count > MAX_LOAD * capacity:
+        capacity += capacity // 2
+    if capacity > 2**32:
+        raise MemoryError(f"a key index holds at most {int(MAX_LOAD * 2**32)} keys, asked {count}")
+    return capacity

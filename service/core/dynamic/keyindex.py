@@ -37,11 +37,14 @@ from types import ModuleType
 import numpy as np
 
 from service.core.dynamic import keyindex_numba, keyindex_numpy
-from service.core.dynamic.arrays import grown_length, has_repeats
+from service.core.dynamic.arrays import (
+    MIN_BUCKETS,
+    bucket_capacity_for,
+    grown_length,
+    has_repeats,
+)
 from service.core.dynamic.backend import Backend, check_backend
 
-MAX_LOAD = 0.7  # grow past this fraction of buckets in use
-MIN_BUCKETS = 16
 MAX_SLOTS = 2**32 - 2
 _S32 = np.uint64(32)
 
@@ -55,16 +58,6 @@ def as_keys(ids: np.ndarray) -> np.ndarray:
     if ids.dtype.kind in "iu":
         return ids.astype(np.int64, copy=False)
     raise TypeError(f"keys must be an integer array, got dtype {ids.dtype}")
-
-
-def bucket_capacity_for(count: int, current: int = 0) -> int:
-    """The bucket count for `count` keys: `current` grown by 1.5x until the load is <= 0.7."""
-    capacity = max(current, MIN_BUCKETS)
-    while count > MAX_LOAD * capacity:
-        capacity += capacity // 2
-    if capacity > 2**32:
-        raise MemoryError(f"a key index holds at most {int(MAX_LOAD * 2**32)} keys, asked {count}")
-    return capacity
 
 
 class KeyIndex:

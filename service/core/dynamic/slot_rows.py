@@ -99,7 +99,8 @@ class SlotRows:
     @property
     def row_bytes(self) -> int:
         """Bytes of one slot: its weights and its optimizer state."""
-        return (1 + len(self.state)) * self.weights.shape[1] * self.weights.dtype.itemsize
+        count: int = (1 + len(self.state)) * self.weights.shape[1] * self.weights.dtype.itemsize
+        return count
 
     @property
     def nbytes(self) -> int:
@@ -146,7 +147,8 @@ class SlotRows:
         """out[i] = weights[slots[i]] where slots[i] >= 0; (m,) the positions where it is -1."""
         if selected() == "numba":
             missing = np.empty(len(slots), dtype=np.int64)
-            return missing[: _gather_present(self.weights, slots, out, missing)]
+            absent: int = _gather_present(self.weights, slots, out, missing)
+            return missing[:absent]
         missing = np.flatnonzero(slots < 0)  # (m,)
         if missing.size == 0:
             np.take(self.weights, slots, axis=0, out=out)

@@ -32,9 +32,9 @@ import numpy as np
 
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
-from service.core.dynamic import warmup
+from service.core.dynamic import capture, warmup
 from service.core.dynamic.admission import AdmissionCounter
-from service.core.dynamic.capture import Capture
+from service.core.dynamic.contents import Contents
 from service.core.dynamic.eviction import EvictionTracker
 from service.core.dynamic.initial_rows import initial_rows
 from service.core.dynamic.keyindex import KeyIndex, as_keys
@@ -46,7 +46,7 @@ from service.core.optimizers import Optimizer
 from service.core.table_base import Table
 
 
-class DynamicTable(Capture, Table):
+class DynamicTable(Table):
     """Rows of embedding_dim keyed by int64 (or uint64, the same bits). Thread-safe."""
 
     num_embeddings = None  # no fixed vocabulary (TableInfo says null)
@@ -76,9 +76,9 @@ class DynamicTable(Capture, Table):
         self._rows = SlotRows(embedding_dim, self.dtype, optimizer)
         self._eviction = EvictionTracker(self._index, self.settings.evict,
                                          self.settings.capacity, self.settings.ttl_steps)
-        self._admission = (AdmissionCounter(self.settings.admit_after,
-                                            self.settings.max_candidates)
-                           if self.settings.admit_after > 1 else None)
+        self._admission: AdmissionCounter | None = (
+            AdmissionCounter(self.settings.admit_after, self.settings.max_candidates)
+            if self.settings.admit_after > 1 else None)
         self._candidates = np.empty(0, dtype=np.int64)  # keys _admit counted for this push
 
     # -- what TableInfo and the budget read -------------------------------------------------
@@ -257,3 +257,18 @@ class DynamicTable(Capture, Table):
             self._evict(self.step)
             self.tracker.note(None)
             return dropped
+
+    # -- snapshots (service.core.dynamic.capture, .snapshots) -------------------------------
+    def capture(self) -> Contents:
+        """Everything but the rows at this instant; the rows of this instant kept readable
+        (captured_rows) until release(): service.core.dynamic.capture."""
+        return capture.capture(self)
+
+    def captured_rows(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        return capture.captured_rows(self, slots)
+
+    def release(self) -> None:
+        capture.release(self)
+
+    def restore(self, contents: Contents, rows: dict[str, np.ndarray]) -> None:
+        capture.restore(self, contents, rows)

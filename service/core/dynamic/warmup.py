@@ -72,7 +72,7 @@ def warm_up(backend: str | None = None) -> None:
     for kind in ("normal", "uniform"):
         for dtype in (np.float32, np.float64):
             for keys_in in (keys, readonly(keys.copy())):
-                initial_rows(keys_in, 3, np.dtype(dtype), InitSpec(kind), 0, backend)  # type: ignore[arg-type]
+                initial_rows(keys_in, 3, np.dtype(dtype), InitSpec(kind), 0, backend)
 
 
 def _dispatchers() -> list[object]:
