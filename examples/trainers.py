@@ -1,17 +1,59 @@
-"""What both examples' coordinators do with their trainer processes: collect each epoch's batch
-losses from the message queue, with a progress bar, until every trainer says it is done, and
-stop the processes whatever happens."""
+"""What both examples (word2vec, recsys) share: the service to train against (the given URL, or
+one of their own with --serve), the trainer processes' reports (each batch's loss, each epoch's
+end, an error), the coordinator's collection of them with a progress bar, and stopping the
+processes whatever happens."""
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
+import sys
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from examples.word2vec.progress import progress_bar
 
 WAIT_SECONDS = 600.0  # the longest anyone waits for the others at an epoch's end
+T = TypeVar("T")
+
+
+def against_service(serve: bool, url: str, run: Callable[[str], T]) -> T:
+    """run(url) against the service at `url`, or with serve=True against one started for it
+    (service.api.process: `python -m service.api` in a child process, a throwaway data
+    directory; the server's side is imported only then: a trainer needs only the client)."""
+    if not serve:
+        return run(url)
+    from service.api.process import ServiceProcess
+
+    with ServiceProcess() as service:
+        print(f"started the service on {service.url}", flush=True)
+        return run(service.url)
+
+
+def say_plot(saved: bool, path: Path, what: str) -> None:
+    if saved:
+        print(f"{what} saved to {path}", flush=True)
+    else:
+        print(f"no {what}: matplotlib is not installed (pip install -e '.[plot]')",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def reporting(messages: Any, trainer: int) -> Iterator[None]:
+    """A trainer process's body: an exception is sent to the coordinator, then raised."""
+    try:
+        yield
+    except BaseException:
+        messages.put(("error", trainer, traceback.format_exc()))
+        raise
+
+
+def end_epoch(messages: Any, trainer: int, epoch: int, epoch_done: Any) -> None:
+    """Tell the coordinator this trainer finished `epoch`; wait for its evaluation."""
+    messages.put(("epoch", trainer, epoch))
+    epoch_done.wait(WAIT_SECONDS)
 
 
 def collect_epoch(total: int, description: str, trainers: int, messages: Any,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 from examples.recsys.plot import save_plot
 from examples.recsys.train import History, RecsysConfig, train
+from examples.trainers import against_service, say_plot
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 HELP = {
@@ -59,23 +59,13 @@ def main(argv: list[str] | None = None) -> History:
     config = RecsysConfig(**{spec.name: getattr(args, spec.name)
                              for spec in fields(RecsysConfig)})
     token = os.environ.get("EMBED_TOKEN") or None
-    if args.serve:  # the server's side, imported only here: a trainer needs only the client
-        from service.api.process import ServiceProcess
-
-        with ServiceProcess() as service:
-            print(f"started the service on {service.url}", flush=True)
-            history = train(config, service.url, not args.no_progress, token)
-    else:
-        history = train(config, args.url, not args.no_progress, token)
+    history = against_service(
+        args.serve, args.url, lambda url: train(config, url, not args.no_progress, token))
     print(f"hit rate at {config.k}: {history.initial:.3f} -> {history.hit_rate[-1]:.3f} "
           f"(popularity {history.popularity:.3f}, chance {history.chance:.3f}); rows in the "
           + ", ".join(f"{name} table {rows}" for name, rows in history.rows.items()), flush=True)
     if not args.no_plot:
-        if save_plot(history, args.plot, config.k):
-            print(f"plot saved to {args.plot}", flush=True)
-        else:
-            print("no plot: matplotlib is not installed (pip install -e '.[plot]')",
-                  file=sys.stderr, flush=True)
+        say_plot(save_plot(history, args.plot, config.k), args.plot, "plot")
     return history
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 from examples.recsys.data import ClickLog, make_log
 from examples.recsys.evaluate import model_hit_rate, popularity_hit_rate
 from examples.recsys.model import BPR
-from examples.trainers import WAIT_SECONDS, collect_epoch, running
+from examples.trainers import WAIT_SECONDS, collect_epoch, end_epoch, reporting, running
 from service.client import EmbeddingClient, TableExistsError
 from service.training import RemoteEmbedding
 
@@ -88,7 +87,7 @@ def create_tables(client: EmbeddingClient, config: RecsysConfig) -> None:
 def run_trainer(config: RecsysConfig, url: str, trainer: int, messages: Any,
                 epoch_done: Any, token: str | None = None) -> None:
     """One trainer process: its shard of the training clicks, every epoch, pushing as it goes."""
-    try:
+    with reporting(messages, trainer):
         log = config.log()
         rng = np.random.default_rng([config.seed, trainer + 1])
         shard = log.train[trainer :: config.trainers]
@@ -103,11 +102,7 @@ def run_trainer(config: RecsysConfig, url: str, trainer: int, messages: Any,
                     loss = model.step(log.user_keys[log.users[batch]],
                                       log.item_keys[log.items[batch]], log.item_keys[other])
                     messages.put(("batch", trainer, loss))
-                messages.put(("epoch", trainer, epoch))
-                epoch_done.wait(WAIT_SECONDS)
-    except BaseException:
-        messages.put(("error", trainer, traceback.format_exc()))
-        raise
+                end_epoch(messages, trainer, epoch, epoch_done)
 
 
 def train(config: RecsysConfig, url: str, show_progress: bool = True,

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
+from examples.trainers import against_service, say_plot
 from examples.word2vec.plot import save_loss_plot
 from examples.word2vec.train import History, Word2VecConfig, train
 
@@ -96,25 +96,15 @@ def main(argv: list[str] | None = None) -> History:
     config = Word2VecConfig(**{spec.name: getattr(args, spec.name)
                                for spec in fields(Word2VecConfig)})
     token = os.environ.get("EMBED_TOKEN") or None
-    if args.serve:  # the server's side, imported only here: a trainer needs only the client
-        from service.api.process import ServiceProcess
-
-        with ServiceProcess() as service:
-            print(f"started the service on {service.url}", flush=True)
-            history = train(config, service.url, not args.no_progress, token)
-    else:
-        history = train(config, args.url, not args.no_progress, token)
+    history = against_service(
+        args.serve, args.url, lambda url: train(config, url, not args.no_progress, token))
     drop = 1 - history.eval_loss[-1] / history.initial_loss
     print(f"held-out loss {history.initial_loss:.4f} -> {history.eval_loss[-1]:.4f} "
           f"({drop:.0%} lower); {history.quality} {history.initial_purity:.3f} -> "
           f"{history.purity[-1]:.3f} (chance {history.chance_purity:.3f})"
           + (f" on {history.pairs_used} word pairs" if history.pairs_used else ""), flush=True)
     if not args.no_plot:
-        if save_loss_plot(history, args.plot):
-            print(f"loss plot saved to {args.plot}", flush=True)
-        else:
-            print("no loss plot: matplotlib is not installed (pip install -e '.[plot]')",
-                  file=sys.stderr, flush=True)
+        say_plot(save_loss_plot(history, args.plot), args.plot, "loss plot")
     return history
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from examples.trainers import WAIT_SECONDS, collect_epoch, running
+from examples.trainers import WAIT_SECONDS, collect_epoch, end_epoch, reporting, running
 from examples.word2vec.corpus import Corpus, NegativeSampler, cbow_examples, make_corpus
 from examples.word2vec.evaluate import Evaluator, label_and_show
 from examples.word2vec.model import CBOWNegativeSampling
@@ -142,7 +141,7 @@ def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
     """One trainer process: its shard of the examples, every epoch, pushing as it goes.
     Sends ("batch", trainer, loss) per batch and ("epoch", trainer, epoch) at each epoch's end,
     then waits at the barrier for the coordinator's evaluation."""
-    try:
+    with reporting(messages, trainer):
         corpus = config.corpus()
         rng = np.random.default_rng([config.seed, trainer + 1])
         sampler = NegativeSampler(corpus.word_counts())
@@ -160,11 +159,7 @@ def run_trainer(config: Word2VecConfig, url: str, trainer: int, messages: Any,
                     loss = model.forward(contexts[batch], targets[batch], negatives)
                     model.backward()  # two pushes with apply=True: the step happens now
                     messages.put(("batch", trainer, loss))
-                messages.put(("epoch", trainer, epoch))
-                epoch_done.wait(WAIT_SECONDS)
-    except BaseException:
-        messages.put(("error", trainer, traceback.format_exc()))
-        raise
+                end_epoch(messages, trainer, epoch, epoch_done)
 
 
 def train(config: Word2VecConfig, url: str, show_progress: bool = True,

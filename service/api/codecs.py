@@ -60,19 +60,25 @@ def _depth_and_bools(value: Any, field: str, max_depth: int) -> None:
             raise InvalidRequest(f"{field} must not contain booleans, got {item!r}")
 
 
-def json_array(value: Any, field: str, kinds: str, max_depth: int) -> np.ndarray:
-    """A JSON number or nested list of numbers as an array; `kinds` are the accepted dtype kinds
-    ("iu" for ids, "iuf" for gradients)."""
+def _nested_array(value: Any, field: str, max_depth: int, wanted: str) -> np.ndarray:
+    """A JSON value as numpy reads it ([] and [[]] as int64: empty, not float), refusing what
+    is missing, nested too deep, boolean or ragged."""
     if value is None:
         raise InvalidRequest(f"{field} is required")
     _depth_and_bools(value, field, max_depth)
     try:
         array = np.array(value)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidRequest(f"{field} must be a number or a nested list of numbers of even "
-                             "shape (not ragged)") from None
+        raise InvalidRequest(f"{field} must be {wanted} of even shape (not ragged)") from None
     if array.size == 0 and array.dtype.kind == "f":  # [] or [[]]: numpy says float, we say empty
-        array = array.astype(np.int64)
+        return array.astype(np.int64)
+    return array
+
+
+def json_array(value: Any, field: str, kinds: str, max_depth: int) -> np.ndarray:
+    """A JSON number or nested list of numbers as an array; `kinds` are the accepted dtype kinds
+    ("iu" for ids, "iuf" for gradients)."""
+    array = _nested_array(value, field, max_depth, "a number or a nested list of numbers")
     if array.dtype.kind not in kinds:
         wanted = "integers" if kinds == "iu" else "numbers"
         if array.dtype.kind == "O":
@@ -96,16 +102,7 @@ def json_keys(value: Any, field: str, max_depth: int) -> np.ndarray:
     in [-2**63, 2**64), those of 2**63 and above being the int64 of the same bits (the uint64
     keys). One list may mix negative and large ids, which numpy alone would turn into floats or
     objects: such a list is read exactly, integer by integer."""
-    if value is None:
-        raise InvalidRequest(f"{field} is required")
-    _depth_and_bools(value, field, max_depth)
-    try:
-        array = np.array(value)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidRequest(f"{field} must be an integer or a nested list of integers of even "
-                             "shape (not ragged)") from None
-    if array.size == 0 and array.dtype.kind == "f":
-        return array.astype(np.int64)
+    array = _nested_array(value, field, max_depth, "an integer or a nested list of integers")
     if array.dtype.kind == "i":
         return array.astype(np.int64, copy=False)
     if array.dtype.kind == "u":  # non-negative, some >= 2**63: the same bits as int64

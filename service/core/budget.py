@@ -22,33 +22,26 @@ class MemoryBudget:
         self.limit_bytes = limit_bytes
         self.used = used
 
-    def check_labels(self, table: str, extra: int) -> None:
-        """BudgetExceeded unless the labels of `table` may grow by about `extra` bytes."""
+    def _check(self, extra: int, refused: str, after: str = "") -> None:
+        """BudgetExceeded ("<refused>: ... bytes are in use<after>") unless `extra` more bytes
+        fit."""
         used = self.used()
         if used + extra > self.limit_bytes:
-            raise BudgetExceeded(
-                f"labels of table {table!r} refused: they need about {extra} more bytes and "
-                f"{used} of the memory budget of {self.limit_bytes} bytes are in use"
-            )
+            raise BudgetExceeded(f"{refused} {extra} more bytes and {used} of the memory budget "
+                                 f"of {self.limit_bytes} bytes are in use{after}")
+
+    def check_labels(self, table: str, extra: int) -> None:
+        """BudgetExceeded unless the labels of `table` may grow by about `extra` bytes."""
+        self._check(extra, f"labels of table {table!r} refused: they need about")
 
     def check_growth(self, table: str, extra: int) -> None:
         """BudgetExceeded unless the pending gradient of `table` may grow by `extra` bytes.
         Called under the table's lock, never the registry's."""
-        used = self.used()
-        if used + extra > self.limit_bytes:
-            raise BudgetExceeded(
-                f"push to table {table!r} refused: its pending gradient needs {extra} more bytes "
-                f"and {used} of the memory budget of {self.limit_bytes} bytes are in use "
-                "(apply the pending gradient to free it)"
-            )
+        self._check(extra, f"push to table {table!r} refused: its pending gradient needs",
+                    " (apply the pending gradient to free it)")
 
     def check_dynamic(self, table: str, extra: int, what: str) -> None:
         """BudgetExceeded unless dynamic table `table` may grow by `extra` bytes for `what`
         ("3 new rows", "5 admission candidates"). Called under the table's lock."""
-        used = self.used()
-        if used + extra > self.limit_bytes:
-            raise BudgetExceeded(
-                f"table {table!r} refused {what}: they need {extra} more bytes and {used} of "
-                f"the memory budget of {self.limit_bytes} bytes are in use (set "
-                "dynamic.capacity, or a ttl, to bound the table's rows)"
-            )
+        self._check(extra, f"table {table!r} refused {what}: they need",
+                    " (set dynamic.capacity, or a ttl, to bound the table's rows)")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.core.table import EmbeddingTable
+from service.core.table_base import Table
 
 
 class RowView(Protocol):
@@ -47,11 +48,10 @@ class RowView(Protocol):
     def check_label_ids(self, ids: np.ndarray) -> None: ...
 
 
-class DenseRows:
-    """The RowView of a dense table: ids 0..num_embeddings-1, each block copied under the
-    table's lock (table.copy_rows), so a block never holds a half-applied update."""
+class TableRows:
+    """What every table's RowView reads the same way: its name, dimension and dtype."""
 
-    def __init__(self, table: EmbeddingTable) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
         self.name = table.name
 
@@ -62,6 +62,19 @@ class DenseRows:
     @property
     def dtype(self) -> np.dtype[Any]:
         return self.table.dtype
+
+    def check_label_ids(self, ids: np.ndarray) -> None:
+        self.table.check_ids(ids)
+
+
+class DenseRows(TableRows):
+    """The RowView of a dense table: ids 0..num_embeddings-1, each block copied under the
+    table's lock (table.copy_rows), so a block never holds a half-applied update."""
+
+    table: EmbeddingTable
+
+    def __init__(self, table: EmbeddingTable) -> None:
+        super().__init__(table)
 
     def live_rows(self) -> int:
         return self.table.num_embeddings
@@ -79,8 +92,6 @@ class DenseRows:
         rows, _ = self.table.lookup(ids)  # (n, dim); InvalidRequest names an id out of range
         return rows
 
-    def check_label_ids(self, ids: np.ndarray) -> None:
-        self.table.check_ids(ids)
 
 
 def row_view(table: Any) -> RowView:
@@ -90,4 +101,4 @@ def row_view(table: Any) -> RowView:
     return own() if callable(own) else DenseRows(table)
 
 
-__all__ = ["DenseRows", "RowView", "row_view"]
+__all__ = ["DenseRows", "RowView", "TableRows", "row_view"]

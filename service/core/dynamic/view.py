@@ -10,28 +10,22 @@ left). Any int64 id may carry a label: labels are about ids and outlive eviction
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.core.errors import InvalidRequest
+from service.core.rows import TableRows
 
 if TYPE_CHECKING:
     from service.core.dynamic.table import DynamicTable
 
 
-class KeyedRows:
+class KeyedRows(TableRows):
+    table: DynamicTable
+
     def __init__(self, table: DynamicTable) -> None:
-        self.table = table
-        self.name = table.name
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.table.embedding_dim
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self.table.dtype
+        super().__init__(table)
 
     def live_rows(self) -> int:
         return self.table.live_rows
@@ -54,9 +48,6 @@ class KeyedRows:
             raise InvalidRequest(f"id {absent} has no row in table {self.name!r} (a dynamic "
                                  "table holds rows for the keys it trained and kept)")
         return rows.reshape(*np.shape(ids), self.embedding_dim)
-
-    def check_label_ids(self, ids: np.ndarray) -> None:
-        self.table.check_ids(ids)
 
 
 __all__ = ["KeyedRows"]

@@ -1,6 +1,5 @@
 """The contract of dynamic tables in dicts (rows by key, exact admission counts, brute-force
-eviction) with SGD: the oracle the building blocks (test_composition) and DynamicTable
-(test_table) are held to."""
+eviction) with SGD: the oracle DynamicTable is held to (test_table)."""
 
 from __future__ import annotations
 
