@@ -83,7 +83,7 @@ def as_keys_if_wide(ids: np.ndarray) -> np.ndarray:
     return ids.view(np.int64) if ids.dtype == np.uint64 else ids
 
 
-def decode_npz(body: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def decode_npz(body: bytes | memoryview, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named arrays of an .npz reply (no pickles)."""
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         return {name: npy.read(archive.read(f"{name}.npy"), field=name)[0] for name in names}
