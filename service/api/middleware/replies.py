@@ -38,7 +38,7 @@ def entry_bytes(key: ScopedKey, headers: list[tuple[bytes, bytes]], body: bytes)
     size += sum(sys.getsizeof(pair) + sys.getsizeof(pair[0]) + sys.getsizeof(pair[1])
                 for pair in headers)
     size += sum(sys.getsizeof(part) for part in key)
-    return size + sys.getsizeof(bytes(16)) + 96 + ENTRY_OVERHEAD_BYTES  # fingerprint, Reply
+    return size + sys.getsizeof(bytes(32)) + 96 + ENTRY_OVERHEAD_BYTES  # fingerprint, Reply
 
 
 class ReplyStore:
