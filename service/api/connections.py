@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.errors import RequestTimeout, TooManyConnections
@@ -185,7 +186,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def on_body(self, body: bytes) -> None:
-        super().on_body(body)
+        """uvicorn's on_body, without its copies when the app reads each piece as it comes:
+        uvicorn appends every piece to a bytearray (a copy) that its receive() turns into bytes
+        (another copy), twice over every byte of a 1 MiB push. A piece arriving while nothing
+        is waiting is kept as it is (bytes), which receive() hands over as it is (bytes() of a
+        bytes object is that object); only a second piece before the app reads joins them in a
+        bytearray, as uvicorn does. Reading pauses past uvicorn's high-water mark as before."""
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        pending: bytes | bytearray = cycle.body  # uvicorn declares a bytearray
+        if not pending:
+            pending = body  # receive() takes bytes(cycle.body): this very object
+        else:
+            if not isinstance(pending, bytearray):
+                pending = bytearray(pending)
+            pending += body
+        cycle.body = pending  # type: ignore[assignment]
+        if len(pending) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
         self._deadline += len(body) / self.limits.body_min_rate
 
     def on_message_complete(self) -> None:
