@@ -18,6 +18,7 @@ from service.api.middleware.idempotency import (
     MAX_REMEMBERED_BODY_BYTES,
     Idempotency,
     ReplyStore,
+    RequestFingerprint,
 )
 from service.api.middleware.stack import ServiceMiddleware
 from tests.api.helpers import NPZ, create, npz_bytes
@@ -433,3 +434,31 @@ def test_error_details_are_short(make_app: Callable[..., FastAPI]) -> None:
             detail = reply.json()["detail"]
             assert len(detail) < 300 and detail.startswith("f" * 60), detail
 
+
+
+def fingerprint_of(body: bytes, pieces: int = 1, query: bytes = b"apply=true",
+                   content_type: bytes = b"application/x-npy") -> bytes:
+    scope = {"method": "POST", "path": "/v1/tables/t/gradients", "query_string": query}
+    fingerprint = RequestFingerprint(scope, content_type)
+    step = max(1, -(-len(body) // pieces))
+    parts = [body[start:start + step] for start in range(0, len(body), step)] or [b""]
+    for number, part in enumerate(parts):
+        fingerprint.add({"type": "http.request", "body": part,
+                         "more_body": number < len(parts) - 1})
+    assert fingerprint.complete
+    return fingerprint.digest()
+
+
+def test_the_fingerprint_sees_every_bit_of_the_body_and_not_its_pieces() -> None:
+    body = np.random.default_rng(3).bytes(1 << 20)
+    digest = fingerprint_of(body)
+    assert fingerprint_of(body, pieces=7) == fingerprint_of(body, pieces=1000) == digest
+    for position in (0, 1, 4095, 1 << 19, len(body) - 1):
+        for bit in (0, 7):
+            changed = bytearray(body)
+            changed[position] ^= 1 << bit
+            assert fingerprint_of(bytes(changed)) != digest, (position, bit)
+    assert fingerprint_of(body[:-1]) != digest
+    assert fingerprint_of(body, query=b"apply=false") != digest
+    assert fingerprint_of(body, content_type=b"application/x-npz") != digest
+    assert fingerprint_of(b"") != fingerprint_of(b"\0")
