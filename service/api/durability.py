@@ -136,7 +136,10 @@ async def durable_tables(app: FastAPI) -> AsyncIterator[None]:
         app.state.snapshots.close()
         raise
     periodic = None
-    if settings.snapshot_interval_seconds > 0:
+    store = app.state.snapshots
+    # in cluster mode the catalog snapshots periodically itself, and only a front that owns
+    # the Ray instance takes the shutdown snapshot (service.cluster.front)
+    if settings.snapshot_interval_seconds > 0 and getattr(store, "periodic_in_process", True):
         periodic = asyncio.create_task(_every(app, settings.snapshot_interval_seconds))
     try:
         yield
@@ -146,7 +149,7 @@ async def durable_tables(app: FastAPI) -> AsyncIterator[None]:
                 periodic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await periodic  # a snapshot in its thread finishes first
-            if settings.snapshot_on_shutdown:
+            if settings.snapshot_on_shutdown and getattr(store, "owns_tables", True):
                 try:
                     await take_snapshot(app, "shutdown")
                 except StorageError as error:

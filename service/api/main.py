@@ -77,8 +77,28 @@ class ServiceApp(FastAPI):
         layers = framework_layers()
         while isinstance(inner, layers):
             inner = inner.app  # type: ignore[attr-defined]
-        return ServiceMiddleware(inner, self.router.routes, self.state,
-                                 lifespan=QuietStartupRefusal(inner))
+        stack: ASGIApp = ServiceMiddleware(inner, self.router.routes, self.state,
+                                           lifespan=QuietStartupRefusal(inner))
+        # the registry's own layers, outermost (cluster mode: service.cluster.front)
+        for layer, options in getattr(self.state.registry, "middleware", lambda: [])():
+            stack = layer(stack, **options)
+        return stack
+
+
+def tables_of(settings: Settings) -> tuple[Any, Any]:
+    """The app's table registry and data-directory store: the tables in this process, or in
+    cluster mode (EMBED_CLUSTER=ray) sharded over a Ray cluster (service.cluster, which alone
+    imports ray, and only here). The routes use either through the same interfaces."""
+    if settings.cluster == "ray":
+        from service.cluster.front import cluster_tables
+
+        return cluster_tables(settings)
+    registry = TableRegistry(
+        memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
+    )
+    return registry, SnapshotStore(
+        settings.data_dir, max_bytes_per_second=settings.snapshot_max_bytes_per_second
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -118,9 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **NO_FASTAPI_TELEMETRY,
     )
     app.state.settings = settings
-    app.state.registry = TableRegistry(
-        memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables
-    )
+    app.state.registry, app.state.snapshots = tables_of(settings)
     # remembered replies are memory too: they count against the tables' budget
     app.state.idempotency = ReplyStore(
         settings.idempotency_max_keys, settings.idempotency_ttl_seconds,
@@ -129,9 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.add_memory_holder(app.state.idempotency)
     tune_malloc(settings.malloc_mmap_threshold_bytes)
     app.state.metrics = AppMetrics(app.state.registry, app.state.idempotency)
-    app.state.snapshots = SnapshotStore(
-        settings.data_dir, max_bytes_per_second=settings.snapshot_max_bytes_per_second
-    )
+    collector = getattr(app.state.registry, "collector", None)
+    if collector is not None:  # the registry's own metrics (cluster mode: what restarts lost)
+        app.state.metrics.registry.register(collector())
     app.include_router(metrics_router)
     install_error_handlers(app)
     for module in (health, tables, operations, snapshots, explore):

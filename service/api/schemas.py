@@ -79,6 +79,9 @@ class CreateTable(Strict):
     dynamic: DynamicSettings | None = Field(None, description=(
         "Make a dynamic table (any 64-bit id, rows made on first use) with these settings; "
         "instead of num_embeddings."))
+    shards: int | None = Field(
+        None, ge=1, le=1024, description="Cluster mode: shard servers the table's rows are "
+        "spread over (default EMBED_SHARDS). A single-process service holds a table in one.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> CreateTable:
@@ -107,6 +110,23 @@ class TableInfo(BaseModel):
                                             "defaults filled in (absent for a fixed table).")
     rows: int | None = Field(None, description="A dynamic table's live rows.")
     evicted_rows: int | None = Field(None, description="Rows a dynamic table evicted so far.")
+    shards: int = Field(1, description="Shard servers holding the table's rows (1: this "
+                        "process).")
+
+
+class ShardMapReply(BaseModel):
+    """Where a table's rows are served (the SDK's map for sending each id to its shard)."""
+
+    name: str
+    generation: str = Field(description="Changes when a table of this name is made again.")
+    version: str = Field(description="Changes whenever a shard server moves.")
+    urls: list[str] = Field(description="Shard k's server is urls[k]; none: this service "
+                            "serves every row itself.")
+    num_embeddings: int | None = Field(description="None: a dynamic table (ids are keys).")
+    embedding_dim: int
+    dtype: str
+    max_ids_per_request: int
+    max_rows_bytes: int
 
 
 class TableList(BaseModel):

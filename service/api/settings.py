@@ -132,6 +132,33 @@ class Settings(BaseSettings):
         "seconds are cancelled; then the shutdown snapshot is written."
     )
 
+    # -- cluster mode (service.cluster, Ray): tables sharded over many processes ---------------
+    cluster: Literal["", "ray"] = Field(
+        "", description="'ray' serves tables sharded over shard servers on a Ray cluster (pip "
+        "install '.[ray]'); empty keeps every table in this process."
+    )
+    ray_address: str = Field(
+        "", description="Cluster mode: empty starts a Ray instance on this machine, owned by "
+        "this process (stopped with it); 'auto', 'host:port' or 'ray://host:port' joins a "
+        "running Ray cluster, where the tables outlive any one front."
+    )
+    ray_namespace: str = Field(
+        "embedding-service", min_length=1, description="Cluster mode: the Ray namespace of "
+        "the service's actors (one service per namespace and data directory)."
+    )
+    shards: int = Field(
+        2, ge=1, le=1024, description="Cluster mode: shards of a new table (the create body's "
+        "\"shards\" overrides it), and of a table restored from a single-process snapshot."
+    )
+    restore_shards: int = Field(
+        0, ge=0, le=1024, description="Cluster mode: restore every table into this many shards "
+        "(re-sharding); 0 keeps the count each snapshot was written with."
+    )
+    cluster_advertise_host: str = Field(
+        "", description="Cluster mode: the address shard servers give out for their own HTTP "
+        "(what the SDK and fronts connect to); empty: the Ray node's IP address."
+    )
+
     @field_validator("log_level", "kernels", mode="before")
     @classmethod
     def _lowercase_level(cls, value: Any) -> Any:

@@ -41,7 +41,7 @@ def npy_chunks(
     table: EmbeddingTable, chunk_bytes: int = EXPORT_CHUNK_BYTES
 ) -> tuple[int, Iterator[bytes]]:
     """(length of the .npy in bytes, an iterator over its pieces) of the table's weights."""
-    num_embeddings, dim = table.weights.shape
+    num_embeddings, dim = table.num_embeddings, table.embedding_dim
     header = npy.header(table.dtype, (num_embeddings, dim))  # the export is np.save's file
     rows_per_chunk = max(1, chunk_bytes // (dim * table.dtype.itemsize))
 

@@ -47,22 +47,33 @@ class Connection:
         and close (a 413 for a body over its limit): when sending fails, its reply is still
         read, and returned if it is whole. A long body is received straight into its buffer
         (Reply.space): the kernel's copy is the only one."""
-        phase = "write"
-        lost: OSError | None = None  # sending failed: the reply, if any, says why
-        reply, sock = self.reply, self.sock
-        reply.start(request.method)
+        return self.read(self.write(request, timeouts, original), timeouts, original)
+
+    def write(self, request: Prepared, timeouts: Mapping[str, float | None],
+              original: httpx.Request | None) -> OSError | None:
+        """Send the request; the error that stopped the sending (the reply, if any, may say
+        why: read it), or None."""
+        self.reply.start(request.method)
+        sock = self.sock
         try:
             self.set_timeout(timeouts.get("write"))
-            try:
-                for piece in http11.request_bytes(request):
-                    view = memoryview(piece)
-                    while view:  # the write timeout bounds each send, as the read one each
-                        view = view[sock.send(view) :]  # recv: a long upload goes on
-            except TimeoutError:
-                raise
-            except OSError as error:
-                lost = error
-            phase = "read"
+            for piece in http11.request_bytes(request):
+                view = memoryview(piece)
+                while view:  # the write timeout bounds each send, as the read one each
+                    view = view[sock.send(view) :]  # recv: a long upload goes on
+        except TimeoutError as error:
+            raise http11.as_httpx_error(error, "write", original) from error
+        except OSError as error:
+            return error
+        except Exception as error:
+            raise http11.as_httpx_error(error, "write", original) from error
+        return None
+
+    def read(self, lost: OSError | None, timeouts: Mapping[str, float | None],
+             original: httpx.Request | None) -> tuple[http11.Response, bool]:
+        """The reply to the request written last (see exchange)."""
+        reply, sock = self.reply, self.sock
+        try:
             self.set_timeout(timeouts.get("read"))
             while not reply.complete:
                 space = reply.space()
@@ -72,7 +83,7 @@ class Connection:
                     reply.received_in_place(sock.recv_into(space))
         except Exception as error:
             cause = error if lost is None else lost
-            raise http11.as_httpx_error(cause, "write" if lost else phase, original) from error
+            raise http11.as_httpx_error(cause, "write" if lost else "read", original) from error
         response = http11.Response(reply.status, reply.reason, reply.headers, reply.content())
         return response, lost is None and reply.reusable and not reply.past
 
@@ -115,6 +126,43 @@ class PooledHTTPTransport(httpx.BaseTransport):
         else:
             connection.close()
         return response
+
+    def send_all(
+        self, requests: list[Prepared], timeouts: Mapping[str, float | None],
+    ) -> list[http11.Response | Exception]:
+        """Several requests at once, each on a connection of its own (the parts of a request
+        split over a table's shards, service.client._routing): every request is written
+        first, then every reply read, so the servers work on them together without a thread
+        per request. Each reply, or the exception that stopped that one."""
+        started: list[tuple[Prepared, Connection | None, OSError | Exception | None]] = []
+        for request in requests:
+            connection = None
+            try:
+                connection = self._take(request.origin) or self._connect(
+                    request.origin, timeouts.get("connect"), None)
+                started.append((request, connection, connection.write(request, timeouts, None)))
+            except Exception as error:  # noqa: BLE001 - that request's own failure
+                if connection is not None:
+                    connection.close()
+                started.append((request, None, error))
+        replies: list[http11.Response | Exception] = []
+        for request, connection, problem in started:
+            if connection is None:
+                assert problem is not None
+                replies.append(problem)
+                continue
+            try:
+                response, reusable = connection.read(problem, timeouts, None)  # type: ignore
+            except Exception as error:  # noqa: BLE001
+                connection.close()
+                replies.append(error)
+                continue
+            if reusable:
+                self._give_back(request.origin, connection)
+            else:
+                connection.close()
+            replies.append(response)
+        return replies
 
     def _take(self, origin: Origin) -> Connection | None:
         with self._lock:

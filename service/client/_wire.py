@@ -277,6 +277,10 @@ class Requests:
     def get_table(self, name: str) -> Call[TableInfo]:
         return Call("GET", _table_path(name), _table_info)
 
+    def shard_map(self, name: str) -> Call[dict[str, Any]]:
+        """Where a cluster-mode table's shards are (service.client._routing)."""
+        return Call("GET", _table_path(name, "shards"), _json)
+
     def list_tables(self) -> Call[list[TableInfo]]:
         return Call("GET", "/v1/tables", _table_list)
 

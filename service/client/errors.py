@@ -75,6 +75,9 @@ ERROR_OF_CODE: dict[str, type[EmbeddingClientError]] = {
     "snapshot_damaged": ServerUnavailableError,
     "request_timeout": ServerUnavailableError,  # the request arrived too slowly: not run
     "too_many_connections": ServerUnavailableError,
+    "shard_unavailable": ServerUnavailableError,  # cluster mode: a shard restarting; retried
+    "shard_map_changed": ServerError,  # a shard server's own reply to an old map: the client
+    # sends such requests to the front again itself, so this is never raised in practice
     "not_found": ServerError,  # an unknown URL (client and service of different versions)
     "method_not_allowed": ServerError,
 }

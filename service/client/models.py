@@ -28,6 +28,7 @@ class TableInfo:
     dynamic: dict[str, Any] | None = None  # a dynamic table's settings, defaults filled in
     rows: int | None = None  # a dynamic table's live rows
     evicted_rows: int | None = None  # rows a dynamic table evicted so far
+    shards: int = 1  # servers the table's rows are spread over (cluster mode)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -57,6 +58,7 @@ class TableInfo:
             dynamic=reply.get("dynamic"),
             rows=reply.get("rows"),
             evicted_rows=reply.get("evicted_rows"),
+            shards=reply.get("shards", 1),
             raw=reply,
         )
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from service.client._routing import Router, ShardMap
 from service.client._transport import PooledHTTPTransport
 from service.client._wire import (
     RETRY_ERRORS,
@@ -29,6 +30,7 @@ from service.client._wire import (
     finish,
     unavailable,
 )
+from service.client.errors import EmbeddingClientError
 from service.client.models import (
     ApplyResult,
     KeyedWeights,
@@ -56,6 +58,10 @@ class EmbeddingClient:
         transport: an httpx transport to send through instead of the default one (a lean
             connection pool; requests written by h11, replies parsed by httptools):
             httpx.HTTPTransport(...) for proxies or HTTP/2, or an ASGI transport in tests.
+        route_to_shards: against a cluster-mode service, send lookups and pushes of binary
+            wire straight to the shards that hold their ids (service.client._routing), the
+            rest through the service's front; False sends everything to the front. Only with
+            the default transport.
     """
 
     def __init__(
@@ -71,12 +77,15 @@ class EmbeddingClient:
         wire: WireFormat = "binary",
         max_connections: int = 16,
         transport: httpx.BaseTransport | None = None,
+        route_to_shards: bool = True,
     ) -> None:
         self._factory = RequestFactory(base_url, token, connect_timeout, read_timeout)
         self.base_url = self._factory.base_url
         self.retry = RetryPolicy(retries, backoff, max_backoff)
         self._requests = Requests(wire)
         self._transport = transport or PooledHTTPTransport(max_idle=max_connections)
+        self._router = Router(token, connect_timeout, read_timeout,
+                              route_to_shards and transport is None and wire == "binary")
 
     # -- tables ----------------------------------------------------------------------------
     def create_table(
@@ -116,12 +125,22 @@ class EmbeddingClient:
     def lookup(self, table: str, ids: Any) -> np.ndarray:
         """W[ids]: shape ids.shape + (embedding_dim,), the table's dtype (float64 over JSON).
         Binary replies are read-only views of the reply; `.copy()` one to write into it."""
-        return self._send(self._requests.lookup(table, ids)).vectors
+        return self.lookup_with_step(table, ids).vectors
 
     def lookup_with_step(self, table: str, ids: Any) -> Lookup:
         """(W[ids], step): the rows and the table step they were read at, to pass back as
         push_gradients(..., step=step) when the table checks staleness."""
-        return self._send(self._requests.lookup(table, ids))
+        call = self._requests.lookup(table, ids)
+        shard_map = self._router.map_of(table)
+        if shard_map is not None:
+            planned = self._router.lookup_calls(shard_map, ids)
+            if planned is not None:
+                where, id_array, calls = planned
+                found = self._router.lookup_result(shard_map, where, id_array, calls,
+                                                   self._send_parts(calls))
+                if found is not None:
+                    return found
+        return self._send(call, table)
 
     def push_gradients(
         self, table: str, ids: Any, grads: Any, apply: bool = False, step: int | None = None
@@ -129,12 +148,28 @@ class EmbeddingClient:
         """Add grads (ids.shape + (embedding_dim,)) into the pending gradient of rows ids;
         duplicate ids sum. apply=True updates the rows at once instead. `step` is the step the
         gradient was computed at (StaleGradientError if too old for max_staleness)."""
-        return self._send(self._requests.push_gradients(table, ids, grads, apply=apply, step=step))
+        call = self._requests.push_gradients(table, ids, grads, apply=apply, step=step)
+        shard_map = self._router.map_of(table)
+        if shard_map is not None:
+            calls = self._router.push_calls(shard_map, call, ids, grads,
+                                            apply or step is not None)
+            if calls is not None:
+                pushed = self._router.push_result(shard_map, calls, self._send_parts(calls))
+                if pushed is not None:
+                    return pushed
+        return self._send(call, table)
 
     def apply(self, table: str, lr: float | None = None, average: bool = False) -> ApplyResult:
         """One optimizer step over every row with a pending gradient. `lr` overrides the
         optimizer's for this step; average=True divides by the number of pushes."""
-        return self._send(self._requests.apply(table, lr=lr, average=average))
+        call = self._requests.apply(table, lr=lr, average=average)
+        shard_map = self._router.map_of(table)
+        if shard_map is not None:
+            calls = self._router.leader_call(shard_map, call)
+            applied = self._router.apply_result(shard_map, calls, self._send_parts(calls))
+            if applied is not None:
+                return applied
+        return self._send(call, table)
 
     # -- exploring ---------------------------------------------------------------------------
     def set_labels(
@@ -193,7 +228,24 @@ class EmbeddingClient:
         return self._send(self._requests.import_weights(table, weights, ids))
 
     # -- sending ---------------------------------------------------------------------------
-    def _send(self, call: Call[T]) -> T:
+    def _send_parts(self, calls: list[tuple[int, str, Call[Any]]]
+                    ) -> list[httpx.Response | Exception]:
+        """Each part (shard, its server, call) at once, not retried (a part that fails sends
+        the whole request to the front)."""
+        transport = self._transport
+        assert isinstance(transport, PooledHTTPTransport)
+        prepared = [self._router.factory(url).prepare(call) for _, url, call in calls]
+        return transport.send_all(prepared, self._router.timeouts)
+
+    def _fetch_map(self, table: str) -> None:
+        """The table's map of shards, from the front (none: the front serves it)."""
+        try:
+            shard_map = ShardMap.from_json(self._send(self._requests.shard_map(table)))
+        except EmbeddingClientError:
+            shard_map = None
+        self._router.keep(table, shard_map)
+
+    def _send(self, call: Call[T], table: str | None = None) -> T:
         # Built once: its Idempotency-Key is the same on retries. The default transport takes
         # the request prepared (no httpx.Request to build); any other gets an httpx.Request.
         own = self._transport if isinstance(self._transport, PooledHTTPTransport) else None
@@ -225,6 +277,8 @@ class EmbeddingClient:
                 time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
                 attempt += 1
                 continue
+            if table is not None and self._router.wants_map(table, response):
+                self._fetch_map(table)
             return finish(call, response)
 
     def close(self) -> None:

@@ -95,3 +95,24 @@ class SnapshotDamaged(StorageError):
         super().__init__(f"damaged snapshot: {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ShardUnavailable(EmbeddingServiceError):
+    """A cluster-mode table's shard that a request needs is down (restarting, or its node is
+    gone): retry after `retry_after_seconds` (the reply's Retry-After header)."""
+
+    status_code = 503
+    code = "shard_unavailable"
+
+    def __init__(self, detail: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ShardMapChanged(EmbeddingServiceError):
+    """A request reached a shard server that does not hold what it asked for (the table was
+    deleted or created again, or the shard moved): the sender's map of the table's shards is
+    out of date. The SDK then asks a front for the map again; a person never sees it."""
+
+    status_code = 421
+    code = "shard_map_changed"

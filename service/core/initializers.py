@@ -12,6 +12,7 @@ every seed; a larger one may overflow, and is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,13 +70,37 @@ def initial_weights(
     """A new (num_embeddings, embedding_dim) matrix; the same seed gives the same matrix."""
     if spec.kind == "zeros":
         return np.zeros(shape, dtype=dtype)
-    rng = np.random.default_rng(seed)
     weights = np.empty(shape, dtype=dtype)
-    if spec.kind == "normal":
-        rng.standard_normal(out=weights, dtype=dtype)
-        weights *= dtype.type(spec.std)
-    else:
-        rng.random(out=weights, dtype=dtype)
-        weights *= dtype.type(spec.high - spec.low)
-        weights += dtype.type(spec.low)
+    _fill(np.random.default_rng(seed), weights, spec)
     return weights
+
+
+def _fill(rng: np.random.Generator, out: np.ndarray, spec: InitSpec) -> None:
+    """Draw the next out.size values of the table's stream into `out` (in place)."""
+    dtype = out.dtype
+    if spec.kind == "normal":
+        rng.standard_normal(out=out, dtype=dtype)
+        out *= dtype.type(spec.std)
+    else:
+        rng.random(out=out, dtype=dtype)
+        out *= dtype.type(spec.high - spec.low)
+        out += dtype.type(spec.low)
+
+
+def initial_weight_blocks(
+    shape: tuple[int, int], dtype: np.dtype, spec: InitSpec, seed: int | None,
+    block_rows: int = 1 << 16,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """initial_weights(shape, dtype, spec, seed), block by block: (first row, (b, dim) rows),
+    the same values, drawn from the same sequential stream in order (numpy's generators
+    continue a stream across calls exactly as within one; tests/core/test_initializers.py
+    checks it). A shard of a cluster-mode table keeps the rows it holds from each block, so
+    every shard generates the whole stream once: O(num_embeddings x dim) work per shard, and
+    memory for one block. Each block is a new array the caller may keep."""
+    rows, dim = shape
+    rng = None if spec.kind == "zeros" else np.random.default_rng(seed)
+    for start in range(0, rows, block_rows):
+        block = np.zeros((min(block_rows, rows - start), dim), dtype=dtype)  # (b, dim)
+        if rng is not None:
+            _fill(rng, block, spec)
+        yield start, block

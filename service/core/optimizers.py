@@ -78,22 +78,50 @@ class Optimizer(ABC):
         `step` is the table's step count including this step (1 on the first). weights and the
         state arrays are C-contiguous (n, dim) arrays of one float dtype. InvalidRequest, with
         nothing changed, if a new value would not be finite."""
-        dtype = weights.dtype
-        rows = kernels.c_array(rows, np.int64)  # (k,)
-        grads = kernels.c_array(grads, dtype)  # (k, dim)
-        arrays = (weights, *(state[name] for name in self.state_names))
-        constants = tuple(scalar(value, dtype) for value in self.constants(lr, step))
+        arrays, rows, grads, constants = self._arguments(weights, state, rows, grads, lr, step)
         if self.rule.kernel(*arrays, rows, grads, *constants):
             return
+        self.check_update(weights, state, rows, grads, lr, step)  # raises, naming the row
+        raise RuntimeError(f"the {self.kind} kernel refused a step its numpy twin accepts")
+
+    def check_update(
+        self,
+        weights: np.ndarray,
+        state: dict[str, np.ndarray],
+        rows: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        step: int,
+        names: np.ndarray | None = None,
+    ) -> None:
+        """What update would refuse, without writing anything: InvalidRequest if a new value
+        of the step would not be finite, naming the row as `names[position]` (names: (k,) what
+        the caller calls rows[i], such as a cluster shard's global ids; default rows). A shard
+        checks its part of a table-wide step with this before any shard writes (two-phase:
+        service.cluster), so that a refused step changes no shard."""
+        arrays, rows, grads, constants = self._arguments(weights, state, rows, grads, lr, step)
         new = self.rule.new_rows(*arrays, rows, grads, *constants)  # (k, dim) each
         finite = [np.isfinite(values).all(axis=1) for values in new]  # (k,) each
+        if all(ok.all() for ok in finite):
+            return
         position = int(np.argmin(np.logical_and.reduce(finite)))
         name = next(name for name, ok in zip(self.rule.arrays, finite, strict=True)
                     if not ok[position])
+        row = int((rows if names is None else names)[position])
         raise InvalidRequest(
-            f"the new {name} of row {int(rows[position])} would not be finite in {dtype} "
+            f"the new {name} of row {row} would not be finite in {weights.dtype} "
             f"(lr={lr!r}, optimizer {self.kind}); nothing was changed"
         )
+
+    def _arguments(
+        self, weights: np.ndarray, state: dict[str, np.ndarray], rows: np.ndarray,
+        grads: np.ndarray, lr: float, step: int,
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, tuple[Any, ...]]:
+        """The kernel's arguments: arrays, rows (k,) int64, grads (k, dim), constants."""
+        dtype = weights.dtype
+        arrays = (weights, *(state[name] for name in self.state_names))
+        constants = tuple(scalar(value, dtype) for value in self.constants(lr, step))
+        return arrays, kernels.c_array(rows, np.int64), kernels.c_array(grads, dtype), constants
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}

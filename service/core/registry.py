@@ -96,11 +96,17 @@ class TableRegistry:
         optimizer: dict[str, Any] | None = None,
         max_staleness: int | None = None,
         dynamic: DynamicSpec | dict[str, Any] | None = None,
+        shards: int | None = None,
     ) -> Table:
         """Make a new table: a fixed one of num_embeddings rows, or with `dynamic` settings
         (and num_embeddings None) a dynamic one (service.core.dynamic). Every argument is
-        checked before anything is allocated."""
+        checked before anything is allocated. A table of this registry is in one piece
+        (`shards` 1 or None): cluster mode shards tables."""
         check_table_name(name)
+        if shards is not None and shards != 1:
+            raise InvalidRequest(
+                f"shards must be 1 here: a single-process service holds a table in one piece "
+                f"(EMBED_CLUSTER=ray spreads tables over shard servers), got {shards}")
         if (num_embeddings is None) == (dynamic is None):
             raise InvalidRequest(
                 "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
@@ -163,6 +169,11 @@ class TableRegistry:
         with self._lock:
             self._check_room(table.name, table.nbytes)
             self._tables[table.name] = table
+
+    def shard_map(self, name: str) -> dict[str, Any]:
+        """Where table `name`'s rows are served: here, every one (no shard servers)."""
+        self.get(name)
+        return {"generation": "", "version": "", "urls": []}
 
     def delete(self, name: str) -> None:
         with self._lock:

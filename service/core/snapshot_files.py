@@ -143,12 +143,17 @@ def load_array(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
     return array
 
 
-def read_labels(directory: Path, files: dict[str, Any], table: Table) -> None:
-    """Load labels.json into the table's labels, if the snapshot has one."""
+def read_labels(
+    directory: Path, files: dict[str, Any], table: Table,
+    label_check: Callable[[np.ndarray], None] | None = None,
+) -> None:
+    """Load labels.json into the table's labels, if the snapshot has one; its ids are checked
+    by `label_check` (default: the table's own check_ids)."""
     if LABELS not in files:
         return
     check_size(directory / LABELS, files[LABELS])
     try:
-        table.labels.load_json((directory / LABELS).read_bytes(), table.check_ids)
+        table.labels.load_json((directory / LABELS).read_bytes(),
+                               label_check or table.check_ids)
     except EmbeddingServiceError as error:
         raise SnapshotDamaged(str(directory / LABELS), error.detail) from None

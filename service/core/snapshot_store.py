@@ -37,6 +37,7 @@ from service.core.budget import MemoryBudget
 from service.core.directory_lock import lock_directory, unlock_directory
 from service.core.errors import InvalidRequest, SnapshotDamaged, StorageError, TableNotFound
 from service.core.registry import TableRegistry, check_table_name
+from service.core.sharded_snapshots import is_sharded, read_sharded_table
 from service.core.snapshots import CHUNK_BYTES, WrittenTable, fsync_path, read_table, write_table
 from service.core.table_base import Table
 
@@ -162,7 +163,10 @@ class SnapshotStore:
             raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
         if current.parent != table_dir or not current.is_dir():
             raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
-        table = read_table(current, budget=budget)
+        if is_sharded(current):  # written by a cluster-mode service: its parts, put together
+            table = read_sharded_table(current, budget)
+        else:
+            table = read_table(current, budget=budget)
         if table.name != table_dir.name:
             raise SnapshotDamaged(str(current / "meta.json"),
                                   f"is of table {table.name!r}, not {table_dir.name!r}")
@@ -216,22 +220,8 @@ class SnapshotStore:
             if not _serves(registry, table):
                 _remove(temp)
                 return False
-            table_dir = self.tables_dir / table.name
-            if not table_dir.is_dir():
-                table_dir.mkdir()
-                fsync_path(self.tables_dir)
-            snapshot_dir = table_dir / f"snap-{temp.name.rsplit('.', 1)[1]}"
-            os.rename(temp, snapshot_dir)
-            fsync_path(table_dir)
-            pointer_temp = table_dir / f"{POINTER}.tmp"
-            with open(pointer_temp, "w") as pointer:
-                pointer.write(snapshot_dir.name + "\n")
-                pointer.flush()
-                os.fsync(pointer.fileno())
-            os.replace(pointer_temp, table_dir / POINTER)
-            fsync_path(table_dir)
+            stale = commit_directory(self.tables_dir, table.name, temp)
             self._committed[table.name] = (weakref.ref(table), result.changes)
-            stale = [p for p in table_dir.iterdir() if p.name not in (POINTER, snapshot_dir.name)]
         for path in stale:
             _remove(path)
         return True
@@ -296,6 +286,29 @@ class SnapshotStore:
             return str(path.relative_to(self.data_dir))
         except ValueError:
             return path.name
+
+
+def commit_directory(tables_dir: Path, name: str, temp: Path) -> list[Path]:
+    """Make the complete snapshot `temp` (tmp/<name>.<id>, fsynced) table `name`'s committed
+    one: rename it to tables/<name>/snap-<id>, then replace CURRENT (written, fsynced, renamed
+    over the old, the directory fsynced). Returns what the table's directory holds besides
+    (the previous snapshot) for the caller to remove. The caller holds the lock that keeps
+    commits and deletions of the directory apart."""
+    table_dir = tables_dir / name
+    if not table_dir.is_dir():
+        table_dir.mkdir()
+        fsync_path(tables_dir)
+    snapshot_dir = table_dir / f"snap-{temp.name.rsplit('.', 1)[1]}"
+    os.rename(temp, snapshot_dir)
+    fsync_path(table_dir)
+    pointer_temp = table_dir / f"{POINTER}.tmp"
+    with open(pointer_temp, "w") as pointer:
+        pointer.write(snapshot_dir.name + "\n")
+        pointer.flush()
+        os.fsync(pointer.fileno())
+    os.replace(pointer_temp, table_dir / POINTER)
+    fsync_path(table_dir)
+    return [p for p in table_dir.iterdir() if p.name not in (POINTER, snapshot_dir.name)]
 
 
 def _serves(registry: TableRegistry, table: Table) -> bool:

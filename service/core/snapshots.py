@@ -38,6 +38,7 @@ from service.core.budget import MemoryBudget
 from service.core.errors import EmbeddingServiceError, SnapshotDamaged
 from service.core.initializers import InitSpec
 from service.core.optimizers import make_optimizer
+from service.core.snapshot_changes import TablePoint
 from service.core.snapshot_files import (
     CHUNK_BYTES,
     LABELS,
@@ -89,41 +90,91 @@ def write_table(
         assert isinstance(table, DynamicTable), type(table)
         return dynamic_snapshots.write_dynamic(table, directory, chunk_bytes=chunk_bytes,
                                                after_chunk=after_chunk)
-    started = time.perf_counter()
-    directory.mkdir()
-    header_bytes: dict[str, int] = {}
-    table.start_change_tracking()
+    write = TableWrite(table, directory, chunk_bytes=chunk_bytes, after_chunk=after_chunk)
     try:
-        for file_name, array in _row_arrays(table).items():
-            header_bytes[file_name] = stream_npy(
-                directory / file_name, array, chunk_bytes, after_chunk
-            )
-        point = table.end_change_tracking(
-            lambda rows: _rewrite_rows(directory, table, rows, header_bytes, chunk_bytes)
-        )
+        write.capture()
     finally:
-        table.cancel_change_tracking()  # a no-op once end_change_tracking ran
-    rows = point.pending_rows.astype(np.int64, copy=False)  # (k,)
-    stream_npy(directory / PENDING_ROWS, rows, chunk_bytes, None)
-    stream_npy(directory / PENDING_SUMS, point.pending_sums, chunk_bytes, None)  # (k, dim)
-    if len(table.labels):  # read after the point: a later change is counted after it too
-        (directory / LABELS).write_bytes(table.labels.to_json())
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": table.name,
-        "num_embeddings": table.num_embeddings,
-        "embedding_dim": table.embedding_dim,
-        "dtype": table.dtype.name,
-        "init": table.init.as_dict(),
-        "seed": table.seed,
-        "optimizer": point.optimizer,
-        "max_staleness": table.max_staleness,
-        "step": point.step,
-        "pending_rows": len(point.pending_rows),
-        "pushes_since_apply": point.pushes_since_apply,
-    }
-    return finish(directory, meta, table.name, point.step, point.changes, started)
+        write.cancel()  # a no-op once captured
+    return write.complete()
+
+
+class TableWrite:
+    """write_table in its three phases, for callers that need the instant to be theirs (a
+    cluster-mode table takes every shard's instant while no step runs, service.cluster):
+
+    - TableWrite(table, directory): create the directory, mark changed rows from now on and
+      stream the weights and optimizer state (long; the table keeps training);
+    - capture(): the instant. Rewrite the rows changed since, and read the step and the
+      pending gradient, under the table's lock;
+    - complete(extra): the pending gradient, labels, `extra` files, meta.json, fsync.
+
+    cancel() stops the marking if capture() is not reached (a no-op after it)."""
+
+    def __init__(
+        self,
+        table: EmbeddingTable,
+        directory: Path,
+        *,
+        chunk_bytes: int = CHUNK_BYTES,
+        after_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self.table = table
+        self.directory = directory
+        self.chunk_bytes = chunk_bytes
+        self.started = time.perf_counter()
+        self.point: TablePoint | None = None
+        self.header_bytes: dict[str, int] = {}
+        directory.mkdir()
+        table.start_change_tracking()
+        try:
+            for file_name, array in _row_arrays(table).items():
+                self.header_bytes[file_name] = stream_npy(
+                    directory / file_name, array, chunk_bytes, after_chunk
+                )
+        except BaseException:
+            table.cancel_change_tracking()
+            raise
+
+    def capture(self) -> TablePoint:
+        """The instant the snapshot holds (see the class)."""
+        self.point = self.table.end_change_tracking(
+            lambda rows: _rewrite_rows(self.directory, self.table, rows, self.header_bytes,
+                                       self.chunk_bytes)
+        )
+        return self.point
+
+    def cancel(self) -> None:
+        self.table.cancel_change_tracking()
+
+    def complete(self, extra: dict[str, bytes] | None = None) -> WrittenTable:
+        """Write the rest and fsync; `extra` files (name -> bytes) are listed in meta.json and
+        size-checked on reading like the table's own."""
+        point, table, directory = self.point, self.table, self.directory
+        assert point is not None, "capture() first"
+        rows = point.pending_rows.astype(np.int64, copy=False)  # (k,)
+        stream_npy(directory / PENDING_ROWS, rows, self.chunk_bytes, None)
+        stream_npy(directory / PENDING_SUMS, point.pending_sums, self.chunk_bytes,
+                    None)  # (k, dim)
+        if len(table.labels):  # read after the point: a later change is counted after it too
+            (directory / LABELS).write_bytes(table.labels.to_json())
+        for name, content in (extra or {}).items():
+            (directory / name).write_bytes(content)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": table.name,
+            "num_embeddings": table.num_embeddings,
+            "embedding_dim": table.embedding_dim,
+            "dtype": table.dtype.name,
+            "init": table.init.as_dict(),
+            "seed": table.seed,
+            "optimizer": point.optimizer,
+            "max_staleness": table.max_staleness,
+            "step": point.step,
+            "pending_rows": len(point.pending_rows),
+            "pushes_since_apply": point.pushes_since_apply,
+        }
+        return finish(directory, meta, table.name, point.step, point.changes, self.started)
 
 
 def _rewrite_rows(
@@ -152,10 +203,15 @@ def _rewrite_rows(
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_table(directory: Path, *, budget: MemoryBudget | None = None) -> Table:
+def read_table(
+    directory: Path, *, budget: MemoryBudget | None = None,
+    label_check: Callable[[np.ndarray], None] | None = None,
+) -> Table:
     """The table a snapshot directory holds, bit-identical to what was written, made with
     `budget` (its registry's). SnapshotDamaged names the file at fault if anything is missing,
-    truncated or inconsistent, or if it is of a layout this version does not read."""
+    truncated or inconsistent, or if it is of a layout this version does not read. Label ids
+    are checked with `label_check` (default: the table's own ids; a shard's part labels table
+    ids, service.core.sharded_snapshots)."""
     meta = read_meta(directory)
     from service.core.dynamic import snapshots as dynamic_snapshots
 
@@ -166,7 +222,8 @@ def read_table(directory: Path, *, budget: MemoryBudget | None = None) -> Table:
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format {meta.get('format')!r} version "
                              f"{meta.get('format_version')!r} is not {FORMAT!r} {FORMAT_VERSION}")
-        shape = (meta_count(meta, "num_embeddings", 1), meta_count(meta, "embedding_dim", 1))
+        # a part of a sharded table may hold no row (service.core.sharded_snapshots)
+        shape = (meta_count(meta, "num_embeddings", 0), meta_count(meta, "embedding_dim", 1))
         dtype = DTYPES[meta["dtype"]]
         optimizer = make_optimizer(meta["optimizer"])
         init = InitSpec(**meta["init"])
@@ -196,6 +253,6 @@ def read_table(directory: Path, *, budget: MemoryBudget | None = None) -> Table:
     )
     table.step = step
     table.restore_pending(rows, sums, pushes)
-    read_labels(directory, files, table)
+    read_labels(directory, files, table, label_check)
     return table
 

@@ -23,9 +23,9 @@ from service.core.initializers import InitSpec, initial_weights
 from service.core.locking import TableBusy
 from service.core.optimizers import Optimizer
 from service.core.snapshot_changes import TablePoint
-from service.core.table_base import DTYPES, ApplyResult, PushResult, Table
+from service.core.table_base import DTYPES, ApplyResult, PushResult, SealedGradient, Table
 
-__all__ = ["DTYPES", "ApplyResult", "EmbeddingTable", "PushResult", "TableBusy"]
+__all__ = ["DTYPES", "ApplyResult", "EmbeddingTable", "PushResult", "SealedGradient", "TableBusy"]
 
 
 class EmbeddingTable(Table):
@@ -108,6 +108,32 @@ class EmbeddingTable(Table):
 
     def _step_rows(self, rows: np.ndarray, sums: np.ndarray, lr: float, step: int) -> None:
         self.optimizer.update(self.weights, self.state, rows, sums, lr, step)
+
+    # -- steps numbered by a cluster-mode table's leader (see Table.seal_pending) -------------
+    def check_step(
+        self, rows: np.ndarray, sums: np.ndarray, lr: float, step: int,
+        names: np.ndarray | None = None,
+    ) -> None:
+        """InvalidRequest, naming the row as names[i] (default rows[i]), if step number `step`
+        of `rows` with gradient `sums` would make a value not finite; nothing is written."""
+        with self._locked():
+            try:
+                self.optimizer.check_update(self.weights, self.state, rows, sums, lr, step,
+                                            names)
+            except InvalidRequest as error:
+                raise InvalidRequest(
+                    f"update of table {self.name!r} refused: {error.detail}") from None
+
+    def take_step(self, rows: np.ndarray, sums: np.ndarray, lr: float, step: int) -> None:
+        """Step number `step` of the table: rows (k,) get gradient sums (k, dim) (none: this
+        part of the table had nothing to update) and the table's step becomes `step`."""
+        with self._locked():
+            if len(rows):
+                self.optimizer.update(self.weights, self.state, rows, sums, lr, step)
+                self.tracker.note(rows)
+            elif step != self.step:
+                self.tracker.note(None)
+            self.step = step
 
     # -- whole-table changes and snapshots ---------------------------------------------------
     def replace_weights(self, weights: np.ndarray) -> int:

@@ -65,6 +65,16 @@ class ApplyResult:
     rows_updated: int
 
 
+@dataclass(frozen=True)
+class SealedGradient:
+    """A pending gradient taken out of its table by seal_pending: rows (k,) in order of first
+    push, their summed gradients (k, dim), and the pushes they came from."""
+
+    rows: np.ndarray
+    sums: np.ndarray
+    pushes: int
+
+
 class Table:
     """The shared part of a table (see the module docstring). Thread-safe."""
 
@@ -167,6 +177,7 @@ class Table:
             "pending_rows": self.pending_gradient.count,
             "labels": len(self.labels),
             "nbytes": self.nbytes,
+            "shards": 1,  # a table of one process is in one piece (cluster mode: service.cluster)
         }
 
     def push(
@@ -277,10 +288,38 @@ class Table:
             self.pending_gradient.restore(rows, sums, pushes)
             self.tracker.note(None)
 
+    # -- steps numbered by someone else (a cluster-mode table's shard, service.cluster) -----
+    # A sharded table's step is one number for all its shards; its leader numbers each step
+    # and has every shard take it in two phases (check everywhere, then write everywhere), so
+    # a step one shard refuses changes no shard. Each kind writes its own check_step and
+    # take_step; sealing the pending gradient is shared.
+    def seal_pending(self) -> SealedGradient:
+        """Take the pending gradient out: later pushes start a new one."""
+        with self._locked():
+            pending = self.pending_gradient
+            sealed = SealedGradient(pending.rows.copy(), pending.sums.copy(), pending.pushes)
+            pending.clear()
+            self.tracker.note(None)
+            return sealed
+
+    def unseal(self, sealed: SealedGradient) -> None:
+        """Put a sealed gradient back (its step was refused or called off): each row's sum
+        becomes (what was pushed since) + sealed, which is sealed alone when nothing was; the
+        pushes are counted. InvalidRequest or BudgetExceeded, with the sealed gradient not
+        put back, if the sums would not be finite or do not fit."""
+        with self._locked():
+            pending = self.pending_gradient
+            pushes = pending.pushes + sealed.pushes
+            if len(sealed.rows):
+                rows, slot_of_id = kernels.sorted_distinct(sealed.rows)
+                pending.add(rows, slot_of_id, sealed.sums)
+            pending.pushes = pushes
+            self.tracker.note(None)
+
     def _note_labels_change(self) -> None:
         """The labels changed (not a row): counted, so the next snapshot writes the table."""
         with self._locked():
             self.tracker.note(None)
 
 
-__all__ = ["DTYPES", "ApplyResult", "PushResult", "Table"]
+__all__ = ["DTYPES", "ApplyResult", "PushResult", "SealedGradient", "Table"]

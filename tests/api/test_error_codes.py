@@ -40,6 +40,8 @@ WIRE_CODES = {
     "snapshot_damaged": 503,
     "request_timeout": 408,
     "too_many_connections": 503,
+    "shard_unavailable": 503,
+    "shard_map_changed": 421,
     "not_found": 404,
     "method_not_allowed": 405,
 }

@@ -71,7 +71,7 @@ def test_operation_ids_are_the_function_names(make_app: Callable[..., FastAPI]) 
     assert ids == sorted(["healthz", "metrics", "create_table", "list_tables", "get_table",
                           "delete_table", "lookup", "push_gradients", "apply", "snapshot",
                           "export_weights", "import_weights", "set_labels", "get_labels",
-                          "neighbors", "projection"])
+                          "neighbors", "projection", "table_shards"])
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ def test_create_returns_table_info(api: httpx.Client, table_name: str) -> None:
         "name": table_name, "num_embeddings": 100, "embedding_dim": 8, "dtype": "float64",
         "init": {"kind": "uniform", "low": -1.0, "high": 1.0}, "seed": 0,
         "optimizer": {"kind": "sgd", "lr": 0.5}, "max_staleness": None, "step": 0,
-        "pending_rows": 0, "labels": 0, "nbytes": 100 * 8 * 8,
+        "pending_rows": 0, "labels": 0, "nbytes": 100 * 8 * 8, "shards": 1,
     }
 
 

@@ -8,7 +8,12 @@ import pytest
 
 from service.core import InitSpec, TableRegistry
 from service.core.errors import InvalidRequest
-from service.core.initializers import NORMAL_DRAW_BOUND, check_init, initial_weights
+from service.core.initializers import (
+    NORMAL_DRAW_BOUND,
+    check_init,
+    initial_weight_blocks,
+    initial_weights,
+)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT64_MAX = float(np.finfo(np.float64).max)
@@ -73,3 +78,19 @@ def test_ordinary_parameters_are_untouched() -> None:
     expected = np.random.default_rng(3).standard_normal((5, 3), dtype=np.float32)
     expected *= np.float32(0.5)
     np.testing.assert_array_equal(table.weights, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spec", [InitSpec("normal", std=0.3), InitSpec("uniform", -2.0, 0.5),
+                                  InitSpec("uniform", low=-0.1, high=0.7), InitSpec("zeros")])
+@pytest.mark.parametrize("block_rows", [1, 3, 64, 1000])
+def test_blocks_are_the_whole_matrix_in_pieces(dtype: str, spec: InitSpec,
+                                               block_rows: int) -> None:
+    """A shard draws the table's stream block by block and keeps its rows: the blocks, put
+    together, must be the matrix drawn in one piece, bit for bit (odd block sizes included:
+    a float32 stream keeps half of a 64-bit draw between calls)."""
+    shape = (101, 7)  # 7 columns: an odd number of draws per row
+    whole = initial_weights(shape, np.dtype(dtype), spec, seed=11)
+    blocks = list(initial_weight_blocks(shape, np.dtype(dtype), spec, 11, block_rows))
+    assert [start for start, _ in blocks] == list(range(0, 101, block_rows))
+    np.testing.assert_array_equal(np.concatenate([block for _, block in blocks]), whole)
