@@ -16,6 +16,8 @@ from service.api.process import ServiceProcess, free_port
 from service.api.settings import Settings
 from service.core import kernels
 
+from tests.cluster_fixtures import cluster_front, cluster_service, ray_cluster  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["ROOT", "LiveServer", "free_port"]
 
@@ -76,16 +78,26 @@ def live_server() -> Iterator[LiveServer]:
     server.stop()
 
 
-@pytest.fixture(params=["asgi", "uvicorn"])
+@pytest.fixture(params=["asgi", "uvicorn", "cluster"])
 def api(request: pytest.FixtureRequest, make_app: Callable[..., FastAPI]) -> Iterator[httpx.Client]:
-    """The same tests over both transports: the app in-process, and a real uvicorn process."""
+    """The same tests over three transports: the app in-process, a real uvicorn process, and a
+    cluster-mode front on a real Ray instance (tables of 2 shards; tests/cluster_fixtures.py).
+    A table a cluster test made is deleted after it (its shard servers go back to the pool)."""
     if request.param == "asgi":
         with TestClient(make_app()) as client:
             yield client
-    else:
+    elif request.param == "uvicorn":
         server: LiveServer = request.getfixturevalue("live_server")
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
             yield client
+    else:
+        front: LiveServer = request.getfixturevalue("cluster_front")
+        with httpx.Client(base_url=front.url, timeout=120.0) as client:
+            before = {table["name"] for table in client.get("/v1/tables").json()["tables"]}
+            yield client
+            for table in client.get("/v1/tables").json()["tables"]:
+                if table["name"] not in before:
+                    client.delete(f"/v1/tables/{table['name']}")
 
 
 @pytest.fixture

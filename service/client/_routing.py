@@ -28,7 +28,7 @@ import orjson
 
 from service import npy
 from service.client._codecs import JSON, NPY
-from service.client._wire import Call, RequestFactory
+from service.client._wire import Call, RequestFactory, failure
 from service.client.models import ApplyResult, Lookup, PushResult
 from service.sharding import Split, gather, split
 
@@ -202,14 +202,24 @@ class Router:
         else:
             self.maps[table] = shard_map
 
-    def failed(self, table: str, replies: list[httpx.Response | Exception],
-               urls: list[str]) -> None:
-        """Some part did not succeed: forget the map (the front's reply brings a new one),
-        and remember servers that could not be reached at all."""
-        self.maps.pop(table, None)
-        for reply, url in zip(replies, urls, strict=True):
+    def succeeded(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
+                  replies: list[httpx.Response | Exception]) -> bool:
+        """Whether every part succeeded. A refusal (a 4xx other than 421: a stale step, an
+        overflowing sum) is raised as the service's error, as the front would answer it;
+        anything else (a shard down, moved, an old map) returns False: the map is forgotten
+        (the front's reply brings the new one) and the request goes to the front."""
+        if all(_ok(reply) for reply in replies):
+            return True
+        trouble = [reply for reply in replies if not isinstance(reply, httpx.Response)
+                   or reply.status_code >= 500 or reply.status_code == 421]
+        if not trouble:
+            raise failure(next(reply for reply in replies  # type: ignore[arg-type]
+                               if not _ok(reply)))
+        self.maps.pop(shard_map.table, None)
+        for (_, url, _), reply in zip(calls, replies, strict=True):
             if isinstance(reply, httpx.ConnectError | httpx.ConnectTimeout):
                 self.unreachable.mark(url)
+        return False
 
     # -- the requests ---------------------------------------------------------------------
     def lookup_calls(self, shard_map: ShardMap, ids: Any
@@ -228,8 +238,7 @@ class Router:
     def lookup_result(self, shard_map: ShardMap, where: Split, id_array: np.ndarray,
                       calls: list[tuple[int, str, Call[Any]]],
                       replies: list[httpx.Response | Exception]) -> Lookup | None:
-        if not all(_ok(reply) for reply in replies):
-            self.failed(shard_map.table, replies, [url for _, url, _ in calls])
+        if not self.succeeded(shard_map, calls, replies):
             return None
         rows = {shard: npy.read(reply.content, field="the reply")[0]  # type: ignore[union-attr]
                 for (shard, _, _), reply in zip(calls, replies, strict=True)}
@@ -259,8 +268,7 @@ class Router:
 
     def push_result(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
                     replies: list[httpx.Response | Exception]) -> PushResult | None:
-        if not all(_ok(reply) for reply in replies):
-            self.failed(shard_map.table, replies, [url for _, url, _ in calls])
+        if not self.succeeded(shard_map, calls, replies):
             return None
         answers = [orjson.loads(reply.content) for reply in replies]  # type: ignore[union-attr]
         replayed = all(reply.headers.get("idempotent-replayed") == "true"  # type: ignore
@@ -275,8 +283,7 @@ class Router:
 
     def apply_result(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
                      replies: list[httpx.Response | Exception]) -> ApplyResult | None:
-        if not _ok(replies[0]):
-            self.failed(shard_map.table, replies, [url for _, url, _ in calls])
+        if not self.succeeded(shard_map, calls, replies):
             return None
         reply = replies[0]
         assert isinstance(reply, httpx.Response)

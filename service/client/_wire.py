@@ -257,6 +257,7 @@ class Requests:
         init: str | Mapping[str, Any] | None, seed: int | None,
         optimizer: str | Mapping[str, Any] | None, max_staleness: int | None,
         dynamic: Mapping[str, Any] | None,
+        shards: int | None = None,
     ) -> Call[TableInfo]:
         if embedding_dim is None:
             raise TypeError("create_table() needs embedding_dim")
@@ -268,7 +269,8 @@ class Requests:
         for field, value in (("init", init), ("optimizer", optimizer)):
             if value is not None:
                 spec[field] = {"kind": value} if isinstance(value, str) else dict(value)
-        for field, number in (("seed", seed), ("max_staleness", max_staleness)):
+        for field, number in (("seed", seed), ("max_staleness", max_staleness),
+                              ("shards", shards)):
             if number is not None:
                 spec[field] = number
         return Call("POST", "/v1/tables", _table_info, codecs.encode_json(spec),

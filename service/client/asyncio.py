@@ -105,16 +105,19 @@ class AsyncEmbeddingClient:
         optimizer: str | Mapping[str, Any] | None = None,
         max_staleness: int | None = None,
         dynamic: Mapping[str, Any] | None = None,
+        shards: int | None = None,
     ) -> TableInfo:
         """Create a table of num_embeddings rows (ids 0..num_embeddings-1), or with `dynamic`
         settings ({"capacity": 1_000_000, "admit_after": 2, "evict": "lfu", "ttl_steps": None},
         {} for the defaults) and no num_embeddings a dynamic table: any int64 / uint64 id, a
         row made on first use. `optimizer` is a kind ("adam") or {"kind": "adam", "lr": 0.01,
         ...}; `init` likewise ("zeros", {"kind": "normal", "std": 0.1}). TableExistsError if
-        taken."""
+        taken. `shards`: a cluster-mode service's shard servers for it (default its
+        EMBED_SHARDS)."""
         return await self._send(self._requests.create_table(
             name, num_embeddings, embedding_dim, dtype=dtype, init=init, seed=seed,
             optimizer=optimizer, max_staleness=max_staleness, dynamic=dynamic,
+            shards=shards,
         ))
 
     async def get_table(self, name: str) -> TableInfo:

@@ -95,7 +95,9 @@ class ClusterRegistry:
             self._tables.pop(name, None)
 
     def __iter__(self) -> Iterator[ClusterTable]:
-        found = []
+        found: list[ClusterTable] = []
+        if self.connection is None:  # before the app's start (a metrics collector's probe)
+            return iter(found)
         for name in result(self.catalog.names.remote(), timeout=60):
             try:
                 found.append(self.get(name))
@@ -104,6 +106,8 @@ class ClusterRegistry:
         return iter(found)
 
     def __len__(self) -> int:
+        if self.connection is None:
+            return 0
         return len(result(self.catalog.names.remote(), timeout=60))
 
     @property

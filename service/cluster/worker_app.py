@@ -23,6 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import orjson
@@ -39,10 +40,12 @@ from service.api.limits import BodySizeLimit
 from service.api.negotiation import format_of_content_type
 from service.api.schemas import ApplyRequest
 from service.api.settings import Settings
+from service.client._routing import merge_push_replies, push_parts
 from service.cluster.journal import fingerprint
-from service.cluster.leader import Leader
+from service.cluster.leader import Leader, failure_of
 from service.cluster.peers import SHARD_HEADER
 from service.cluster.shard import ShardTable
+from service.core import checks
 from service.core.errors import (
     EmbeddingServiceError,
     InvalidRequest,
@@ -51,6 +54,7 @@ from service.core.errors import (
 )
 
 ROUTE = re.compile(r"/(?P<internal>internal/)?v1/tables/(?P<name>[^/]+)/(?P<operation>[a-z_]+)")
+PART = "gradients#part"  # the journal's name for a part of a push the leader split
 
 
 @dataclass
@@ -184,9 +188,12 @@ class WorkerApp:
         replay = shard.journal.replay(key, print_, "push")
         if replay is not None:
             return replay
-        handlers.check_count(ids, self.settings)
-        if grads.shape != (*ids.shape, shard.embedding_dim):
-            shard.table.push(np.zeros(ids.shape, np.int64), grads)  # the core's own refusal
+        checks.check_id_kind(ids)
+        shard.check_ids(ids)
+        checks.check_grads(ids, grads, shard.embedding_dim)
+        checks.check_step(step)
+        if grads.dtype.kind == "f" and grads.size and not np.isfinite(grads).all():
+            raise InvalidRequest("grads must be finite, got NaN or infinity")
         if apply:
             reply = orjson.dumps(await leader.push_now(ids, grads, step))
         else:
@@ -233,6 +240,13 @@ class WorkerApp:
     # -- the leader's rounds -----------------------------------------------------------------
     async def internal(self, exchange: Exchange, shard: ShardTable, operation: str) -> Response:
         body = bytes(await exchange.read_body())
+        if operation == "push":  # a part of a push the leader split (it carries `step`)
+            ids, grads = codecs.parse_npy_pair(body, "ids", "grads")
+            key = self.journal_key(exchange, PART)
+            print_ = fingerprint(PART, exchange.query_string, exchange.content_type, body)
+            reply_bytes, _ = local_push(shard, ids, grads, handlers.query_int(exchange, "step"),
+                                        key, print_)
+            return Response(reply_bytes, media_type=JSON)
         if operation == "prepare":
             ids, grads = codecs.parse_npy_pair(body, "ids", "grads")
             reply: Any = shard.prepare_push(
@@ -277,37 +291,26 @@ def local_push(shard: ShardTable, ids: np.ndarray, grads: np.ndarray, step: int 
 
 async def fan_out_push(leader: Leader, ids: np.ndarray, grads: np.ndarray, step: int | None,
                        exchange: Exchange) -> dict[str, Any]:
-    """A whole push split over the table's shards by the leader (a push that carries `step`):
-    each part through the shard's own push route, with the caller's Idempotency-Key."""
-    from service.cluster.routing import merge_push_replies, push_parts
-
+    """A whole push split over the table's shards by the leader (a push that carries `step`),
+    each part under the caller's Idempotency-Key (journalled as a part: PART)."""
     shard = leader.shard
     parts = push_parts(ids, grads, shard.place.shards, shard.embedding_dim)
     query = {"step": str(step)} if step is not None else {}
-    headers = {name: value for name, value in (
-        ("Idempotency-Key", header(exchange.scope, b"idempotency-key")),) if value}
-    key = WorkerApp.journal_key(exchange, "gradients")
+    key_header = header(exchange.scope, b"idempotency-key")
+    headers = {"Idempotency-Key": key_header} if key_header else {}
+    key = WorkerApp.journal_key(exchange, PART)
 
     def mine() -> dict[str, Any]:
-        body = parts[0]
-        print_ = fingerprint("gradients", codecs_query(query), NPY, body)
-        part_ids, part_grads = codecs.parse_npy_pair(body, "ids", "grads")
-        return orjson.loads(local_push(shard, part_ids, part_grads, step, key, print_)[0])
+        part_ids, part_grads = codecs.parse_npy_pair(parts[0], "ids", "grads")
+        print_ = fingerprint(PART, urlencode(query).encode(), NPY, parts[0])
+        return dict(orjson.loads(local_push(shard, part_ids, part_grads, step, key, print_)[0]))
 
-    results = await leader.round(mine, "gradients", per_shard=lambda k: {
-        "body": parts[k], "query": query, "public": True, "headers": headers})
-    from service.cluster.leader import failure_of
-
+    results = await leader.round(mine, "push", per_shard=lambda k: {
+        "body": parts[k], "query": query, "headers": headers})
     failure = failure_of(results)
     if failure is not None:
         raise failure
     return merge_push_replies(results)
-
-
-def codecs_query(query: dict[str, str]) -> bytes:
-    from urllib.parse import urlencode
-
-    return urlencode(query).encode()
 
 
 def header(scope: Scope, name: bytes) -> str:

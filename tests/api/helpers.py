@@ -83,3 +83,16 @@ def fingerprint(api: httpx.Client) -> dict[str, tuple[str, int, int]]:
                     t["step"], t["pending_rows"])
         for t in tables
     }
+
+
+INDEX_BYTES_PER_ID = 64  # cluster mode: a shard's key index (id -> row) holds under this an id
+
+
+def assert_table_bytes(info: dict[str, Any], table_bytes: int) -> None:
+    """TableInfo's nbytes is `table_bytes` (weights, optimizer state, pending...); a table of
+    a cluster-mode service holds its shards' key indexes besides, under 64 bytes an id."""
+    if info.get("shards", 1) == 1:
+        assert info["nbytes"] == table_bytes
+    else:
+        assert table_bytes < info["nbytes"] <= (table_bytes
+                                                + INDEX_BYTES_PER_ID * info["num_embeddings"])

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.helpers import NPZ, create, npz_bytes, weights_of
+from tests.api.helpers import NPZ, assert_table_bytes, create, npz_bytes, weights_of
 from tests.naive_optimizers import NaiveTrainer
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -73,7 +73,7 @@ def test_optimizer_state_counts_in_the_table_bytes(api: httpx.Client, table_name
     for kind, arrays in (("sgd", 1), ("momentum", 2), ("adagrad", 2), ("adam", 3)):
         created = create(api, f"{table_name}-{kind}", num_embeddings=100, embedding_dim=8,
                          optimizer={"kind": kind})
-        assert created["nbytes"] == arrays * weights
+        assert_table_bytes(created, arrays * weights)
 
 
 def test_optimizer_state_counts_against_the_memory_budget(make_app: Any) -> None:
