@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         0, ge=0, le=1024, description="Cluster mode: restore every table into this many shards "
         "(re-sharding); 0 keeps the count each snapshot was written with."
     )
+    ray_shard_resources: dict[str, float] = Field(
+        default_factory=dict, description="Cluster mode: Ray resources each shard server asks "
+        "for, as JSON (e.g. {\"embed_shards\": 1} to run them only on the nodes started with "
+        "that resource); empty: any node, spread."
+    )
     cluster_advertise_host: str = Field(
         "", description="Cluster mode: the address shard servers give out for their own HTTP "
         "(what the SDK and fronts connect to); empty: the Ray node's IP address."

@@ -189,6 +189,7 @@ class Catalog:
         handles = [server_actor().options(
             name=name, namespace=self.namespace, lifetime="detached", max_restarts=-1,
             max_concurrency=16, num_cpus=0, scheduling_strategy="SPREAD",
+            resources=dict(self.settings.ray_shard_resources) or None,
         ).remote(name, CATALOG, self.namespace, self.payload) for name in names]
         urls = result([handle.ready.remote() for handle in handles])
         with self.lock:

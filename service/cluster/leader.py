@@ -113,7 +113,16 @@ class Leader:
 
     # -- talking to the shards ---------------------------------------------------------------
     async def send(self, shard: int, operation: str, **kwargs: Any) -> Any:
-        """One request to a peer, after what it is owed (and, after a restart, once settled)."""
+        """One request to a peer, after what it is owed (and, after a restart, once settled).
+        A peer that cannot be reached may have moved: its address is asked again once."""
+        try:
+            return await self._send(shard, operation, **kwargs)
+        except Unreachable:
+            if not await self.peers.refresh():
+                raise
+        return await self._send(shard, operation, **kwargs)
+
+    async def _send(self, shard: int, operation: str, **kwargs: Any) -> Any:
         if shard in self.unsettled:
             await self.settle_peer(shard, self.shard.step)
         owed = self.owed.get(shard, [])
@@ -171,14 +180,19 @@ class Leader:
         async with self.gate.exclusive():
             shard = self.shard
             rate = shard.table.optimizer.lr if lr is None else float(lr)
-            step, txn = shard.step + 1, uuid.uuid4().hex
-            fields = {"txn": txn, "step": step, "lr": rate, "check": not average}
-            results = await self.round(lambda: shard.seal(txn, step, rate, not average),
-                                       "seal", fields=fields)
-            failure = failure_of(results)
-            if failure is not None:
-                await self.settle(txn, results)
-                raise failure
+            for _ in range(3):  # a shard ahead of this leader: catch up and number it again
+                step, txn = shard.step + 1, uuid.uuid4().hex
+                fields = {"txn": txn, "step": step, "lr": rate, "check": not average}
+                results = await self.round(lambda: shard.seal(txn, step, rate, not average),
+                                           "seal", fields=fields)
+                failure = failure_of(results)
+                if failure is not None:
+                    await self.settle(txn, results)
+                    raise failure
+                if not await self.caught_up(txn, results):
+                    break
+            else:
+                raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
             rows = sum(result["rows"] for result in results)
             if rows == 0:
                 await self.settle(txn, results, "release")
@@ -206,25 +220,44 @@ class Leader:
                 return {"rows": 0, "pending_rows": pending, "step": shard.step,
                         "rows_updated": 0}
             parts = split(flat_ids, shard.place.shards)
-            txn, next_step, rate = uuid.uuid4().hex, shard.step + 1, shard.table.optimizer.lr
+            rate = shard.table.optimizer.lr
+            for _ in range(3):  # a shard ahead of this leader: catch up and number it again
+                txn, next_step = uuid.uuid4().hex, shard.step + 1
 
-            def body(k: int) -> dict[str, Any]:
-                return {"body": npy.encode(parts.part(flat_ids, k), parts.part(flat_grads, k)),
-                        "query": {"txn": txn, "step": str(next_step), "lr": repr(rate)}}
+                def body(k: int) -> dict[str, Any]:
+                    return {"body": npy.encode(parts.part(flat_ids, k),
+                                               parts.part(flat_grads, k)),
+                            "query": {"txn": txn, "step": str(next_step), "lr": repr(rate)}}
 
-            results = await self.round(
-                lambda: shard.prepare_push(txn, next_step, rate, parts.part(flat_ids, 0),
-                                           parts.part(flat_grads, 0)),
-                "prepare", per_shard=body)
-            failure = failure_of(results)
-            if failure is not None:
-                await self.settle(txn, results)
-                raise failure
+                results = await self.round(
+                    lambda: shard.prepare_push(txn, next_step, rate, parts.part(flat_ids, 0),
+                                               parts.part(flat_grads, 0)),
+                    "prepare", per_shard=body)
+                failure = failure_of(results)
+                if failure is not None:
+                    await self.settle(txn, results)
+                    raise failure
+                if not await self.caught_up(txn, results):
+                    break
+            else:
+                raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
             await self.commit(txn, next_step)
             return {"rows": int(flat_ids.size),
                     "pending_rows": sum(result["pending_rows"] for result in results),
                     "step": next_step,
                     "rows_updated": sum(result["distinct"] for result in results)}
+
+    async def caught_up(self, txn: str, results: list[Any]) -> bool:
+        """Whether a shard said it is already at or past the step being numbered (a leader
+        that restarted while that shard was out of reach starts from its snapshot's step):
+        then what was set aside is put back, this leader takes the highest step, and the
+        caller numbers the step again."""
+        ahead = [result["ahead"] for result in results if "ahead" in result]
+        if not ahead:
+            return False
+        await self.settle(txn, results)
+        self.shard.commit("", max(ahead))
+        return True
 
     async def pending_rows(self) -> int:
         results = await self.round(lambda: self.shard.stats(), "status", fields={})
@@ -265,8 +298,9 @@ class Leader:
     # -- after a restart ---------------------------------------------------------------------
     async def recover(self) -> int:
         """Settle what the peers set aside under the previous leader, and take the table's
-        step: the highest any shard holds. A peer that does not answer now is settled before
-        anything else is sent to it."""
+        step: the highest any shard that answers holds. A peer that does not answer now (it
+        may be restarting too) is settled before anything else is sent to it; if it is ahead,
+        its answer to the next step says so (caught_up)."""
         statuses = await asyncio.gather(*(self.peers.call(shard, "status", fields={})
                                           for shard in self.others), return_exceptions=True)
         steps = [status["step"] for status in statuses if not isinstance(status, BaseException)]

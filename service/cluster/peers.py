@@ -10,7 +10,7 @@ or answers 5xx is `Unreachable`; a refusal (4xx) comes back as the service error
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -52,11 +52,13 @@ class Peers:
     """Links to a table's other shards: their URLs by shard (None: unknown, being restarted)."""
 
     def __init__(self, table: str, generation: str, token: str | None,
-                 urls: list[str | None]) -> None:
+                 urls: list[str | None],
+                 addresses: Callable[[], Awaitable[list[str | None]]] | None = None) -> None:
         self.table = table
         self.generation = generation
         self.token = token
         self.urls = urls
+        self.addresses = addresses  # asks the catalog where the shards are now
         self.transport = PooledAsyncHTTPTransport(max_idle=8)
         self._factories: dict[str, RequestFactory] = {}
 
@@ -102,6 +104,17 @@ class Peers:
         """call() on every shard of `shards` at once; each reply or its exception."""
         return list(await asyncio.gather(*(self.call(shard, operation, **kwargs)
                                            for shard in shards), return_exceptions=True))
+
+    async def refresh(self) -> bool:
+        """The shards' addresses asked again; whether any changed."""
+        if self.addresses is None:
+            return False
+        try:
+            urls = await self.addresses()
+        except Exception:  # noqa: BLE001 - the catalog restarting: keep what we have
+            return False
+        changed, self.urls = urls != self.urls, list(urls)
+        return changed
 
     async def close(self) -> None:
         await self.transport.aclose()

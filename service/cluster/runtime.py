@@ -74,8 +74,9 @@ def connect(settings: Settings) -> Connection:
         else:
             ray.init(address=settings.ray_address, namespace=namespace,
                      logging_level="warning", configure_logging=False)
-    catalog = catalog_actor().options(
+    catalog = catalog_actor().options(  # on the head node: the one a cluster keeps
         name=CATALOG, namespace=namespace, get_if_exists=True, lifetime="detached",
         max_restarts=-1, max_concurrency=64, num_cpus=0,
+        resources={"node:__internal_head__": 0.001},
     ).remote(settings_payload(settings), owner)
     return Connection(owner, namespace, catalog)

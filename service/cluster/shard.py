@@ -257,8 +257,11 @@ class ShardTable:
     def seal(self, txn: str, step: int, lr: float, check: bool) -> dict[str, int]:
         """Phase one of an apply: take the pending gradient (and the pushes counted) aside
         for step `step`; with `check`, refuse now (InvalidRequest, gradient put back) if a new
-        value would not be finite. Returns the rows and pushes set aside."""
+        value would not be finite. Returns the rows and pushes set aside, or {"ahead": step}
+        with nothing set aside when this shard already took that step."""
         with self._lock:
+            if self.table.step >= step:  # the leader is behind (see Leader.caught_up)
+                return {"ahead": self.table.step}
             sealed = self.table.seal_pending()
             counted, self.pushes = self.pushes, 0
             self.prepared[txn] = Prepared(step, lr, sealed.rows, sealed.sums, sealed, counted)
@@ -289,6 +292,8 @@ class ShardTable:
         kernels.scatter_add(sums, slot_of_id, flat_grads, len(distinct) == len(rows))
         check_finite_sums(self.ids[distinct], sums, flat_grads)
         with self._lock:
+            if self.table.step >= step:  # the leader is behind (see Leader.caught_up)
+                return {"ahead": self.table.step}
             self.prepared[txn] = Prepared(step, lr, distinct, sums, None, 0)
             self._check(txn)
             return {"rows": int(rows.size), "distinct": int(len(distinct)),

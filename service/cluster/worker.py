@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
@@ -125,7 +126,7 @@ class ShardServer:
         hosted.shard = shard
         self.peers = Peers(spec.name, place.generation,
                            self.settings.token.get_secret_value() if self.settings.token
-                           else None, list(assignment["urls"]))
+                           else None, list(assignment["urls"]), self._addresses(spec.name))
         hosted.leader = Leader(shard, self.peers) if place.shard == 0 else None
         if restart:
             lost = self._catch_up(shard)
@@ -154,6 +155,15 @@ class ShardServer:
             shard.commit("", step)
         return {"restored_step": restored_step, "step": step}
 
+    def _addresses(self, table: str) -> Any:
+        catalog = self.catalog
+
+        async def addresses() -> list[str | None]:
+            described = await catalog.describe.remote(table)
+            return list(described["urls"])
+
+        return addresses
+
     def set_urls(self, urls: list[str | None]) -> None:
         """A peer restarted or moved: its new address."""
         if self.peers is not None:
@@ -173,6 +183,7 @@ class ShardServer:
         if shard is not None:
             held = {"spec": shard.spec.__dict__, "place": shard.place.__dict__}
         return {"name": self.name, "url": self.url, "incarnation": self.incarnation,
+                "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "held": held}
 
     # -- what the fronts ask ----------------------------------------------------------------
