@@ -8,7 +8,7 @@ into the shard's snapshot at the same instant as its rows. So after a restart fr
 a retried push counts exactly once: replayed if the snapshot holds its effect, applied again if
 the snapshot does not (the effect was lost with the shard).
 
-Entries are service.api.idempotency's ReplyStore (bounded in keys, bytes and age, oldest
+Entries are service.api.middleware.replies' ReplyStore (bounded in keys, bytes and age, oldest
 forgotten first), kept on the wall clock so that their age survives a restart on another node.
 Not thread-safe: its shard calls it under the shard's lock.
 """
@@ -22,7 +22,7 @@ import zlib
 from typing import Any
 
 from service.api.errors import IdempotencyKeyReused
-from service.api.idempotency import ReplyStore, ScopedKey
+from service.api.middleware.replies import ReplyStore, ScopedKey
 
 
 def fingerprint(operation: str, query: bytes, content_type: str, body: bytes) -> bytes:

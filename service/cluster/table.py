@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # of a push carry it to the shards, so a retry through any front or the SDK counts once.
 request_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_key",
                                                                           default=None)
-STATS_SECONDS = 0.5  # /metrics reads a table's figures at most this often from its shards
+STATS_SECONDS = 0.5  # /metrics reads a table's bytes and pending rows at most this often
 
 
 def _identity(response: httpx.Response) -> httpx.Response:
@@ -108,7 +108,9 @@ class ClusterTable:
 
     @property
     def step(self) -> int:
-        return int(self.stats(fresh=False)[0].get("step", 0))
+        """The table's step now (its leader's; routes put it in X-Table-Step)."""
+        leader = self.registry.server(self.servers[0])
+        return int(result(leader.stats.remote(), timeout=30).get("step", 0))
 
     @property
     def pending_rows(self) -> int:

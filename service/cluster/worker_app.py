@@ -27,16 +27,18 @@ from urllib.parse import urlencode
 
 import numpy as np
 import orjson
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import codecs, handlers
-from service.api.auth import BearerAuth
 from service.api.codecs import JSON, NPY, NPZ
 from service.api.errors import service_error_reply, validate_model
-from service.api.fast_path import read_into_buffer
 from service.api.handlers import Exchange
-from service.api.limits import BodySizeLimit
+from service.api.middleware.auth import BearerAuth
+from service.api.middleware.fast_path import read_into_buffer
+from service.api.middleware.limits import BodyLimits, BodyTooLarge, too_large
+from service.api.middleware.routes import DEFAULT_POLICY
 from service.api.negotiation import format_of_content_type
 from service.api.schemas import ApplyRequest
 from service.api.settings import Settings
@@ -99,15 +101,30 @@ def reply_of(error: EmbeddingServiceError) -> Response:
 
 
 class WorkerApp:
+    """The shard server's ASGI app: the service's token check and body limits (its middleware's
+    own pieces), then the routes above."""
+
     def __init__(self, hosted: Hosted, settings: Settings) -> None:
         self.hosted = hosted
         self.settings = settings
+        token = settings.token
+        self.auth = BearerAuth(token.get_secret_value()) if token is not None else None
+        self.limits = BodyLimits(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] == "/healthz":
             await JSONResponse({"status": "ok", "ready": self.hosted.ready})(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self.auth.refusal(headers) if self.auth is not None else None
+        if refusal is None:
+            refusal, length = self.limits.refusal(headers, DEFAULT_POLICY)
+            if length is None:
+                receive = self.limits.counting(receive, DEFAULT_POLICY)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         match = ROUTE.fullmatch(scope["path"])
         try:
@@ -119,6 +136,8 @@ class WorkerApp:
                                         bool(match["internal"]))
         except EmbeddingServiceError as error:
             reply = reply_of(error)
+        except BodyTooLarge as error:
+            reply = too_large(error.detail)
         await reply(scope, receive, send)
 
     def check_shard(self, scope: Scope, name: str) -> ShardTable:
@@ -321,9 +340,4 @@ def header(scope: Scope, name: bytes) -> str:
 
 
 def worker_app(hosted: Hosted, settings: Settings) -> ASGIApp:
-    """The shard server's app: the token (if set) and the body limit around WorkerApp."""
-    app: ASGIApp = BodySizeLimit(WorkerApp(hosted, settings),
-                                 max_body_bytes=settings.max_body_bytes)
-    if settings.token is not None:
-        app = BearerAuth(app, token=settings.token.get_secret_value())
-    return app
+    return WorkerApp(hosted, settings)
