@@ -54,7 +54,8 @@ def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
     words >>= _S32
     words *= np.uint64(shards)
     words >>= _S32
-    return words.view(np.int64)
+    owner: np.ndarray = words.view(np.int64)
+    return owner
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class Split:
 
     def part(self, values: np.ndarray, shard: int) -> np.ndarray:
         """The rows of `values` (flattened to (size, ...)) that go to `shard`, in order."""
-        return values[self.positions[shard]]
+        part: np.ndarray = values[self.positions[shard]]
+        return part
 
     def parts(self, values: np.ndarray) -> list[np.ndarray]:
         return [values[where] for where in self.positions]

@@ -15,7 +15,6 @@ from service.api.main import create_app
 from service.api.process import ServiceProcess, free_port
 from service.api.settings import Settings
 from service.core import kernels
-
 from tests.cluster_fixtures import cluster_front, cluster_service, ray_cluster  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]

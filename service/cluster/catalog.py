@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -142,7 +142,7 @@ class Catalog:
         for name in names:
             with contextlib.suppress(Exception):
                 handle = ray.get_actor(name, namespace=self.namespace)
-                report = ray.get(handle.report.remote(), timeout=30)
+                report = cast("dict[str, Any]", ray.get(handle.report.remote(), timeout=30))
                 self._adopt_one(name, handle, report)
         return bool(names)
 

@@ -19,6 +19,7 @@ Ray is imported only here and below (service.cluster), and only when this is cal
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -239,10 +240,8 @@ class ClusterDurability:
         if connection is None:
             return
         if connection.owner:
-            try:
+            with contextlib.suppress(Exception):  # Ray is being stopped anyway
                 result(connection.catalog.close.remote(), timeout=60)
-            except Exception:  # noqa: BLE001 - Ray is being stopped anyway
-                pass
         connection.close()
         self.registry.connection = None
 

@@ -54,9 +54,10 @@ class Journal:
         if reply is None:
             return None
         if reply.fingerprint != print_:
-            raise IdempotencyKeyReused(f"Idempotency-Key {key[2][:80]!r} was already used for another "
-                            f"{operation} request (a different body, query or Content-Type); "
-                            "use a new key for each request")
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {key[2][:80]!r} was already used for another {operation} "
+                "request (a different body, query or Content-Type); use a new key for each "
+                "request")
         return reply.body
 
     def record(self, key: ScopedKey | None, print_: bytes, status: int, body: bytes) -> None:

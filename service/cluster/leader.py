@@ -181,14 +181,7 @@ class Leader:
             shard = self.shard
             rate = shard.table.optimizer.lr if lr is None else float(lr)
             for _ in range(3):  # a shard ahead of this leader: catch up and number it again
-                step, txn = shard.step + 1, uuid.uuid4().hex
-                fields = {"txn": txn, "step": step, "lr": rate, "check": not average}
-                results = await self.round(lambda: shard.seal(txn, step, rate, not average),
-                                           "seal", fields=fields)
-                failure = failure_of(results)
-                if failure is not None:
-                    await self.settle(txn, results)
-                    raise failure
+                txn, step, results = await self.seal(rate, average)
                 if not await self.caught_up(txn, results):
                     break
             else:
@@ -220,23 +213,10 @@ class Leader:
                 return {"rows": 0, "pending_rows": pending, "step": shard.step,
                         "rows_updated": 0}
             parts = split(flat_ids, shard.place.shards)
-            rate = shard.table.optimizer.lr
+            ids_of = parts.parts(flat_ids)
+            grads_of = parts.parts(flat_grads)
             for _ in range(3):  # a shard ahead of this leader: catch up and number it again
-                txn, next_step = uuid.uuid4().hex, shard.step + 1
-
-                def body(k: int) -> dict[str, Any]:
-                    return {"body": npy.encode(parts.part(flat_ids, k),
-                                               parts.part(flat_grads, k)),
-                            "query": {"txn": txn, "step": str(next_step), "lr": repr(rate)}}
-
-                results = await self.round(
-                    lambda: shard.prepare_push(txn, next_step, rate, parts.part(flat_ids, 0),
-                                               parts.part(flat_grads, 0)),
-                    "prepare", per_shard=body)
-                failure = failure_of(results)
-                if failure is not None:
-                    await self.settle(txn, results)
-                    raise failure
+                txn, next_step, results = await self.prepare(ids_of, grads_of)
                 if not await self.caught_up(txn, results):
                     break
             else:
@@ -246,6 +226,34 @@ class Leader:
                     "pending_rows": sum(result["pending_rows"] for result in results),
                     "step": next_step,
                     "rows_updated": sum(result["distinct"] for result in results)}
+
+    async def seal(self, rate: float, average: bool) -> tuple[str, int, list[Any]]:
+        """Phase one of an apply, numbered the leader's step + 1: (txn, step, replies)."""
+        shard = self.shard
+        step, txn = shard.step + 1, uuid.uuid4().hex
+        fields = {"txn": txn, "step": step, "lr": rate, "check": not average}
+        results = await self.round(lambda: shard.seal(txn, step, rate, not average), "seal",
+                                   fields=fields)
+        failure = failure_of(results)
+        if failure is not None:
+            await self.settle(txn, results)
+            raise failure
+        return txn, step, results
+
+    async def prepare(self, ids_of: list[np.ndarray], grads_of: list[np.ndarray]
+                      ) -> tuple[str, int, list[Any]]:
+        """Phase one of an asynchronous push, each shard its part: (txn, step, replies)."""
+        shard = self.shard
+        txn, step, rate = uuid.uuid4().hex, shard.step + 1, shard.table.optimizer.lr
+        query = {"txn": txn, "step": str(step), "lr": repr(rate)}
+        results = await self.round(
+            lambda: shard.prepare_push(txn, step, rate, ids_of[0], grads_of[0]), "prepare",
+            per_shard=lambda k: {"body": npy.encode(ids_of[k], grads_of[k]), "query": query})
+        failure = failure_of(results)
+        if failure is not None:
+            await self.settle(txn, results)
+            raise failure
+        return txn, step, results
 
     async def caught_up(self, txn: str, results: list[Any]) -> bool:
         """Whether a shard said it is already at or past the step being numbered (a leader
@@ -311,7 +319,7 @@ class Leader:
                 self.unsettled.add(shard)
             else:
                 await self._settle(shard, status, step)
-        return step
+        return int(step)
 
     async def settle_peer(self, shard: int, step: int) -> None:
         await self._settle(shard, await self.peers.call(shard, "status", fields={}), step)

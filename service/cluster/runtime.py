@@ -69,11 +69,11 @@ def connect(settings: Settings) -> Connection:
     owner = not settings.ray_address
     if not ray.is_initialized():
         if owner:
-            ray.init(namespace=namespace, include_dashboard=False, logging_level="warning",
+            ray.init(namespace=namespace, include_dashboard=False, logging_level=logging.WARNING,
                      object_store_memory=OBJECT_STORE_BYTES, configure_logging=False)
         else:
             ray.init(address=settings.ray_address, namespace=namespace,
-                     logging_level="warning", configure_logging=False)
+                     logging_level=logging.WARNING, configure_logging=False)
     catalog = catalog_actor().options(  # on the head node: the one a cluster keeps
         name=CATALOG, namespace=namespace, get_if_exists=True, lifetime="detached",
         max_restarts=-1, max_concurrency=64, num_cpus=0,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from service.cluster.journal import Journal
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.dynamic import KeyIndex
@@ -96,7 +97,7 @@ class ShardTable:
     """The rows of one shard, addressed by table id. Thread-safe."""
 
     def __init__(self, spec: TableSpec, place: Place, table: EmbeddingTable, ids: np.ndarray,
-                 pushes: int, journal: Any) -> None:
+                 pushes: int, journal: Journal) -> None:
         self.spec = spec
         self.place = place
         self.table = table
@@ -112,7 +113,7 @@ class ShardTable:
 
     # -- making one ---------------------------------------------------------------------------
     @classmethod
-    def fresh(cls, spec: TableSpec, place: Place, journal: Any,
+    def fresh(cls, spec: TableSpec, place: Place, journal: Journal,
               budget: MemoryBudget | None = None) -> ShardTable:
         """The shard's rows of a new table: the initial matrix of the whole table is drawn
         block by block, as a single-process service draws it in one piece, and each block's
@@ -143,7 +144,7 @@ class ShardTable:
         return cls(spec, place, table, ids, 0, journal)
 
     @classmethod
-    def of_part(cls, spec: TableSpec, place: Place, part: Part, journal: Any) -> ShardTable:
+    def of_part(cls, spec: TableSpec, place: Place, part: Part, journal: Journal) -> ShardTable:
         """The shard restored from its part of a snapshot (service.core.sharded_snapshots)."""
         if part.journal is not None:
             journal.load_json(part.journal)

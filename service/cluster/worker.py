@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -87,12 +87,13 @@ class ShardServer:
         self.hosted = Hosted()
         self.budget = MemoryBudget(self.settings.memory_budget_bytes, self._used)
         self.http = HttpThread(worker_app(self.hosted, self.settings), "warning")
-        host = self.settings.cluster_advertise_host or ray.util.get_node_ip_address()
+        host = (self.settings.cluster_advertise_host
+                or ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]  # ray's
         self.url = f"http://{host}:{self.http.port}"
         self.catalog = ray.get_actor(catalog, namespace=namespace)
         self.peers: Peers | None = None
-        assignment = ray.get(self.catalog.server_started.remote(name, self.url,
-                                                                self.incarnation))
+        assignment = cast("dict[str, Any] | None", ray.get(
+            self.catalog.server_started.remote(name, self.url, self.incarnation)))
         if assignment is not None:  # a restart: what this server held comes back
             held = self.host(assignment, restart=True)
             self.catalog.server_restored.remote(name, held["lost"])

@@ -204,7 +204,7 @@ class WorkerApp:
                           grads: np.ndarray, apply: bool, step: int | None,
                           key: tuple[str, str, str, str] | None, print_: bytes) -> bytes:
         leader = self.leader_of(shard)
-        replay = shard.journal.replay(key, print_, "push")
+        replay: bytes | None = shard.journal.replay(key, print_, "push")
         if replay is not None:
             return replay
         checks.check_id_kind(ids)
@@ -278,7 +278,8 @@ class WorkerApp:
             reply = shard.seal(txn, int(fields["step"]), float(fields["lr"]),
                                bool(fields["check"]))
         elif operation == "divide":
-            reply = shard.divide(txn, int(fields["divisor"]))
+            shard.divide(txn, int(fields["divisor"]))
+            reply = None
         elif operation == "commit":
             reply = shard.commit(txn, int(fields["step"]))
         elif operation in ("abort", "release"):

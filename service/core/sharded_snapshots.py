@@ -33,7 +33,6 @@ import numpy as np
 from service import npy
 from service.core.budget import MemoryBudget
 from service.core.errors import SnapshotDamaged
-from service.core.initializers import InitSpec
 from service.core.optimizers import make_optimizer
 from service.core.snapshots import fsync_path, read_table
 from service.core.table import EmbeddingTable
@@ -245,7 +244,7 @@ def _assemble(name: str, parts: list[Part], budget: MemoryBudget | None, count: 
         start += n
     optimizer = make_optimizer(first.optimizer.config())
     table = EmbeddingTable(name, size, dim, optimizer, dtype=dtype.name,
-                           init=InitSpec(**first.init.as_dict()), seed=first.seed,
+                           init=first.init, seed=first.seed,
                            max_staleness=first.max_staleness, weights=weights, state=state,
                            budget=budget)
     table.step = first.step

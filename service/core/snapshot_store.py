@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from service.core.budget import MemoryBudget
 from service.core.directory_lock import lock_directory, unlock_directory
@@ -42,6 +43,14 @@ from service.core.snapshots import CHUNK_BYTES, WrittenTable, fsync_path, read_t
 from service.core.table_base import Table
 
 POINTER = "CURRENT"
+
+
+class Deletes(Protocol):
+    """What delete_table needs of a registry: a TableRegistry, or cluster mode's catalog."""
+
+    def get(self, name: str) -> Any: ...
+
+    def delete(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -251,7 +260,7 @@ class SnapshotStore:
         return after_chunk
 
     # -- deletion ------------------------------------------------------------------------------
-    def delete_table(self, registry: TableRegistry, name: str) -> None:
+    def delete_table(self, registry: Deletes, name: str) -> None:
         """Delete table `name` and its snapshot, or neither: the snapshot is moved out first
         (StorageError, table kept, if the disk refuses), then the table leaves the registry.
         Both under the directory lock, so a snapshot of it cannot be committed in between."""

@@ -21,8 +21,8 @@ import pytest
 
 from service.api.process import ServiceProcess
 from service.client import EmbeddingClient, EmbeddingClientError
-from service.core.snapshot_store import POINTER
 from service.core.sharded_snapshots import is_sharded, read_sharded_table
+from service.core.snapshot_store import POINTER
 from service.core.snapshots import read_table
 from service.core.table import EmbeddingTable
 
