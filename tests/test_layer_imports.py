@@ -42,16 +42,41 @@ def offending(files: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[s
     return found
 
 
-def test_the_codec_needs_numpy_only() -> None:
-    path = SERVICE / "npy.py"
+@pytest.mark.parametrize("name", ["npy.py", "sharding.py"])
+def test_the_shared_helpers_need_numpy_only(name: str) -> None:
+    """The codec and the key hash of cluster mode: the client imports both."""
+    path = SERVICE / name
     outside = {m.split(".")[0] for m in imported_modules(path)} - set(sys.stdlib_module_names)
     assert outside == {"numpy"}
 
 
+def test_only_the_cluster_package_imports_ray() -> None:
+    outside = [path for path in SERVICE.rglob("*.py")
+               if path.relative_to(SERVICE).parts[0] != "cluster"]
+    assert outside and offending(outside, ("ray",)) == {}
+    assert offending(sorted((SERVICE / "cluster").rglob("*.py")), ("ray",))  # it does
+
+
+def test_a_single_process_service_never_loads_ray() -> None:
+    """The app of the default mode, made and serving a request, with ray installed."""
+    import subprocess
+
+    code = ("import sys; from starlette.testclient import TestClient; "
+            "from service.api.main import create_app; "
+            "client = TestClient(create_app()); "
+            "assert client.get('/healthz').status_code == 200; "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("layer", "forbidden"), [
-    ("core", ("service.api", "service.client", "fastapi", "starlette", "httpx", "uvicorn")),
-    ("client", ("service.api", "service.core", "fastapi", "starlette", "uvicorn", "pydantic")),
-    ("api", ("service.client",)),  # the server never calls itself through the SDK
+    ("core", ("service.api", "service.client", "service.cluster", "fastapi", "starlette",
+              "httpx", "uvicorn", "ray")),
+    ("client", ("service.api", "service.core", "service.cluster", "fastapi", "starlette",
+                "uvicorn", "pydantic", "ray")),
+    ("api", ("service.client", "ray")),  # the server never calls itself through the SDK
     ("training", ("service.core", "service.api")),  # trainers reach tables through the client
 ])
 def test_layer_imports_nothing_it_must_not(layer: str, forbidden: tuple[str, ...]) -> None:
