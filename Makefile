@@ -4,7 +4,9 @@
 # and the docs; `make check` the dev extra too). docs/development.md says more.
 #
 #   make serve        start the service on http://127.0.0.1:8000 (python -m service.api: every
-#                     start flag comes from the EMBED_* settings, service/api/server.py)
+#                     start flag comes from the EMBED_* settings, service/api/server.py);
+#                     EMBED_CLUSTER=ray make serve: cluster mode on a local Ray instance (the ray
+#                     extra is installed for it; docs/cluster.md)
 #   make test         run the whole test suite (the docker, browser and bench tests need programs
 #                     outside Python: docs/development.md says which; .ci/run installs them)
 #   make check        what CI runs: ruff, mypy (strict on service/), then exactly `make test`
@@ -23,6 +25,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SERVER_STAMP := $(VENV)/.server-stamp
+RAY_STAMP := $(VENV)/.ray-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -50,7 +53,12 @@ $(SERVER_STAMP): pyproject.toml
 
 install: $(STAMP)
 
-serve: $(SERVER_STAMP)
+$(RAY_STAMP): pyproject.toml $(SERVER_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server,ray]'
+	@touch $(RAY_STAMP)
+
+# cluster mode (EMBED_CLUSTER=ray) needs the ray extra besides the server's
+serve: $(if $(filter ray,$(EMBED_CLUSTER)),$(RAY_STAMP),$(SERVER_STAMP))
 	$(BIN)/python -m service.api --host $(HOST) --port $(PORT)
 
 test: $(STAMP)

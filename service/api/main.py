@@ -90,8 +90,13 @@ def tables_of(settings: Settings) -> tuple[Any, Any]:
     cluster mode (EMBED_CLUSTER=ray) sharded over a Ray cluster (service.cluster, which alone
     imports ray, and only here). The routes use either through the same interfaces."""
     if settings.cluster == "ray":
-        from service.cluster.front import cluster_tables
-
+        try:
+            from service.cluster.front import cluster_tables
+        except ModuleNotFoundError as error:
+            if error.name != "ray":
+                raise
+            raise SystemExit("refusing to start: EMBED_CLUSTER=ray needs Ray, which is not "
+                             "installed: pip install '.[ray]'") from None
         return cluster_tables(settings)
     registry = TableRegistry(
         memory_budget_bytes=settings.memory_budget_bytes, max_tables=settings.max_tables

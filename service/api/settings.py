@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         "(what the SDK and fronts connect to); empty: the Ray node's IP address."
     )
 
-    @field_validator("log_level", "kernels", mode="before")
+    @field_validator("log_level", "kernels", "cluster", mode="before")
     @classmethod
     def _lowercase_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
