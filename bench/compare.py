@@ -1,4 +1,4 @@
-"""Where the service stands against Redis, numpy and PyTorch: one command, one run, twelve rows,
+"""Where the service stands against Redis, numpy and PyTorch: one command, one run, sixteen rows,
 then the load rows.
 
     make bench                                   # installs what it needs, then runs this
@@ -24,6 +24,10 @@ over repeated runs, the two sides of a row alternating run by run on the same id
    torch step; the numpy kernels (EMBED_KERNELS=numpy) beside it
 9-12. a dynamic table of V live rows against the fixed one: lookup (9 in 10 ids with a row),
    push of Zipf keys + apply, bytes per live row, eviction at V rows (bench/_dynamic_rows.py)
+13-16. cluster mode (tables of 2 shards on a Ray instance of the benchmark's own) against the
+   single-process service: 4096-id lookups through the SDK, 32-id latency, a 4096 Zipf push
+   then an apply, a 4096 Zipf push with apply=true (bench/_cluster_rows.py; --no-cluster
+   leaves them out; without ray installed they are skipped, saying so)
 
 Then the load rows (bench/load.py, skipped with --no-load): what one service process carries
 under 8 and 64 connections from C load generators (wrk; redis-benchmark for the Redis peer),
@@ -40,6 +44,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,8 +52,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _load_report import Targets, render_load, render_load_markdown  # noqa: E402
 from _report import machine, render_markdown, render_plot, render_table  # noqa: E402
-from _rows import Setup, run_rows  # noqa: E402
+from _rows import Setup, latencies, run_rows, runs  # noqa: E402
 from load import WORKLOADS, LoadSetup, load_json, run_load  # noqa: E402
+
+
+def cluster_rows_or_why(setup: Setup) -> tuple[list[Any], list[str]]:
+    """Rows 13-16, or none and a note saying why (ray is the optional `ray` extra)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return [], ["rows 13-16 (cluster mode) skipped: ray is not installed (pip install "
+                    "'.[ray]'; make bench installs it)"]
+    from _cluster_rows import cluster_rows
+
+    return cluster_rows(setup, runs, latencies)
 
 
 def main() -> None:
@@ -58,6 +75,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="table rows V (default 1e6)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (median)")
     parser.add_argument("--no-load", action="store_true", help="without the load rows")
+    parser.add_argument("--no-cluster", action="store_true",
+                        help="without the cluster-mode rows (13-16)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="where latest.md, latest.json and latest.png go")
     args = parser.parse_args()
@@ -67,6 +86,10 @@ def main() -> None:
     if args.repeats:
         setup.repeats = args.repeats
     rows, notes = run_rows(setup)
+    if not args.no_cluster:
+        more, more_notes = cluster_rows_or_why(setup)
+        rows += more
+        notes += more_notes
     about = machine()
     print(render_table(rows))
     for note in notes:

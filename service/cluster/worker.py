@@ -31,6 +31,8 @@ import numpy as np
 import ray
 import uvicorn
 
+from service.api.allocator import tune_malloc
+from service.api.server import build_config
 from service.api.settings import Settings
 from service.cluster.journal import Journal
 from service.cluster.leader import Leader
@@ -46,16 +48,18 @@ log = logging.getLogger("service.cluster")
 
 
 class HttpThread:
-    """uvicorn serving `app` on a free port of 0.0.0.0, in a thread with its own event loop."""
+    """The service's own server (service.api.server's uvicorn configuration and connection
+    protocol) serving `app` on a free port of 0.0.0.0, in a thread with its own event loop."""
 
-    def __init__(self, app: Any, log_level: str) -> None:
+    def __init__(self, app: Any, settings: Settings) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("0.0.0.0", 0))
+        self.sock.listen(2048)
         self.port = int(self.sock.getsockname()[1])
-        config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
-                                access_log=False, log_level=log_level, log_config=None,
-                                timeout_keep_alive=30)
+        config = build_config(app, settings, "0.0.0.0", self.port)
+        config.lifespan = "off"  # the shard is made by the actor, not by an app lifespan
+        config.log_level = "warning"
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="shard-http", daemon=True)
@@ -83,10 +87,11 @@ class ShardServer:
         self.settings = Settings(**settings)
         kernels.use(self.settings.kernels)
         warm_up()
+        tune_malloc(self.settings.malloc_mmap_threshold_bytes)  # as the service's own process
         self.incarnation = uuid.uuid4().hex[:12]
         self.hosted = Hosted()
         self.budget = MemoryBudget(self.settings.memory_budget_bytes, self._used)
-        self.http = HttpThread(worker_app(self.hosted, self.settings), "warning")
+        self.http = HttpThread(worker_app(self.hosted, self.settings), self.settings)
         host = (self.settings.cluster_advertise_host
                 or ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]  # ray's
         self.url = f"http://{host}:{self.http.port}"
@@ -188,6 +193,12 @@ class ShardServer:
                 "held": held}
 
     # -- what the fronts ask ----------------------------------------------------------------
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """W[ids] of this shard's ids by a Ray actor call: the data path the fronts do not
+        take (a call costs several HTTP round trips here: docs/cluster.md), kept for code that
+        runs on Ray itself and for bench/cluster_paths.py, which measures it."""
+        return self._shard().lookup(np.asarray(ids))
+
     def stats(self) -> dict[str, Any]:
         shard = self.hosted.shard
         counts = self.hosted.counts
