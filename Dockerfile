@@ -41,17 +41,32 @@ RUN pip --python /opt/venv/bin/python install --no-deps --target /opt/app . \
     && rm -rf build
 
 
-# What the service and the trainer share: the installed project and an unprivileged user.
-FROM python:3.11-slim AS runtime
+# The dependencies of cluster mode besides (the ray extra: docker-compose.cluster.yml's image),
+# read from pyproject.toml as above.
+FROM build AS build-cluster
+WORKDIR /src-cluster
+COPY pyproject.toml ./
+RUN mkdir service && touch service/__init__.py README.md \
+    && pip --python /opt/venv/bin/python install '.[ray]' \
+    && pip --python /opt/venv/bin/python uninstall --yes embedding-service \
+    && rm -rf service build README.md *.egg-info
+
+
+# What every image shares: an unprivileged user and the virtual environment's interpreter.
+FROM python:3.11-slim AS base
 ARG UID
 RUN groupadd --system --gid "$UID" embed \
     && useradd --uid "$UID" --gid embed --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin embed
-COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/app /opt/app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+
+
+# What the service and the trainer share: the installed project.
+FROM base AS runtime
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/app /opt/app
 
 
 # The word2vec example as a client of the service (docker-compose --profile trainer;
@@ -62,6 +77,26 @@ COPY examples /opt/app/examples
 USER $UID:$UID
 WORKDIR /tmp
 CMD ["python", "-m", "examples.word2vec", "--no-plot"]
+
+
+# Cluster mode (`docker build --target cluster`; docker-compose.cluster.yml): the service with
+# Ray. One image for every part of a cluster: the Ray head, the Ray worker nodes where the shard
+# servers run, and the fronts; the compose file gives each its command. The data directory is a
+# volume all of them mount (the shards' snapshots must be where any node can read them).
+FROM base AS cluster
+ARG UID
+COPY --from=build-cluster /opt/venv /opt/venv
+COPY --from=build /opt/app /opt/app
+RUN mkdir /data /opt/numba-cache && chown "$UID:$UID" /data /opt/numba-cache
+ENV EMBED_DATA_DIR=/data \
+    EMBED_CLUSTER=ray \
+    NUMBA_CACHE_DIR=/opt/numba-cache
+USER $UID:$UID
+RUN python -m service.core.kernels numba
+WORKDIR /data
+VOLUME /data
+EXPOSE 8000 6379
+CMD ["python", "-m", "service.api", "--host", "0.0.0.0", "--port", "8000"]
 
 
 # The service: the last stage, so the one `docker build .` makes.
