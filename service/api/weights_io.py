@@ -150,14 +150,14 @@ class NpyReceiver:
 
 def media_type(table: Table) -> str:
     """The binary layout of the table's weights: .npy (a matrix) or .npz (ids and weights)."""
-    return NPY if isinstance(table, EmbeddingTable) else NPZ
+    return NPZ if table.ids_are_keys else NPY
 
 
 async def export(table: Table, fmt: str, max_json_bytes: int) -> Response:
     """The reply of GET weights in `fmt` (the table's media type, or JSON)."""
     step = table.step
-    if isinstance(table, EmbeddingTable) and fmt == NPY:
-        length, pieces = npy_chunks(table)
+    if not table.ids_are_keys and fmt == NPY:
+        length, pieces = npy_chunks(table)  # type: ignore[arg-type]  # a fixed table's kind
         return StreamingResponse(pieces, media_type=NPY, headers={
             "X-Table-Step": str(step), "Content-Length": str(length),
             "Content-Disposition": f'attachment; filename="{table.name}.npy"'})
@@ -170,7 +170,7 @@ async def export(table: Table, fmt: str, max_json_bytes: int) -> Response:
     ids, rows, step = await run_in_threadpool(_all_rows, table)
     if fmt == JSON:
         reply: dict[str, Any] = {"shape": list(rows.shape), "vectors": rows}
-        if not isinstance(table, EmbeddingTable):
+        if table.ids_are_keys:
             reply = {"ids": ids, **reply}
         return Response(codecs.dumps(reply), media_type=JSON, headers={"X-Table-Step": str(step)})
     body = await run_in_threadpool(lambda: codecs.to_npz(ids=ids, weights=rows))
@@ -180,23 +180,25 @@ async def export(table: Table, fmt: str, max_json_bytes: int) -> Response:
 
 
 def _weights_bytes(table: Table) -> int:
-    rows = table.num_embeddings if isinstance(table, EmbeddingTable) else (
-        table.live_rows)  # type: ignore[attr-defined]
+    rows = table.live_rows if table.ids_are_keys else (  # type: ignore[attr-defined]
+        table.num_embeddings)  # type: ignore[attr-defined]
     return int(rows) * table.embedding_dim * table.dtype.itemsize
 
 
 def _all_rows(table: Table) -> tuple[np.ndarray, np.ndarray, int]:
-    if isinstance(table, EmbeddingTable):
-        rows, step = table.lookup(np.arange(table.num_embeddings))
-        return np.arange(table.num_embeddings), rows, step
+    if not table.ids_are_keys:  # a fixed table (in this process or sharded: service.cluster)
+        count = table.num_embeddings  # type: ignore[attr-defined]
+        rows, step = table.lookup(np.arange(count))
+        return np.arange(count), rows, step
     return table.export_rows()  # type: ignore[attr-defined, no-any-return]
 
 
 async def receive(table: Table, stream: AsyncIterator[bytes], max_bytes: int) -> int:
     """Read a PUT weights body (at most max_bytes) and set the table's weights; the pending
     rows dropped."""
-    if isinstance(table, EmbeddingTable):
-        receiver = NpyReceiver(table.weights.shape, table.dtype, f"table {table.name!r}")
+    if not table.ids_are_keys:
+        shape = (table.num_embeddings, table.embedding_dim)  # type: ignore[attr-defined]
+        receiver = NpyReceiver(shape, table.dtype, f"table {table.name!r}")
         problem: InvalidRequest | None = None
         async for piece in stream:
             if problem is None:
@@ -208,7 +210,8 @@ async def receive(table: Table, stream: AsyncIterator[bytes], max_bytes: int) ->
             raise problem
         weights = receiver.finish()
         await run_in_threadpool(check_finite, weights)
-        return await run_in_threadpool(table.replace_weights, weights)
+        return await run_in_threadpool(table.replace_weights,  # type: ignore[attr-defined]
+                                       weights)
     body = b"".join([piece async for piece in stream])  # bounded by max_weights_body_bytes
     arrays = await run_in_threadpool(codecs.parse_npz, body, ("ids", "weights"), max_bytes)
     ids, weights = arrays["ids"], arrays["weights"]

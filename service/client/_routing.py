@@ -28,7 +28,7 @@ import orjson
 
 from service import npy
 from service.client._codecs import JSON, NPY
-from service.client._wire import Call, RequestFactory, failure
+from service.client._wire import RESPONSE_TYPES, AnyResponse, Call, RequestFactory, failure
 from service.client.models import ApplyResult, Lookup, PushResult
 from service.sharding import Split, gather, split
 
@@ -146,12 +146,12 @@ class Unreachable:
         return any(self._until.get(url, 0.0) > now for url in urls)
 
 
-def _identity(response: httpx.Response) -> httpx.Response:
+def _identity(response: AnyResponse) -> AnyResponse:
     return response
 
 
-def _ok(reply: httpx.Response | Exception) -> bool:
-    return isinstance(reply, httpx.Response) and reply.status_code == 200
+def _ok(reply: AnyResponse | Exception) -> bool:
+    return isinstance(reply, RESPONSE_TYPES) and reply.status_code == 200
 
 
 class Router:
@@ -184,7 +184,7 @@ class Router:
             return None
         return shard_map
 
-    def wants_map(self, table: str, response: httpx.Response) -> bool:
+    def wants_map(self, table: str, response: AnyResponse) -> bool:
         """A front's reply about `table`: whether to fetch the table's map (it names a version
         we do not hold); a reply without one (a single-process service, an error) drops it."""
         if not self.enabled:
@@ -203,14 +203,14 @@ class Router:
             self.maps[table] = shard_map
 
     def succeeded(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
-                  replies: list[httpx.Response | Exception]) -> bool:
+                  replies: list[AnyResponse | Exception]) -> bool:
         """Whether every part succeeded. A refusal (a 4xx other than 421: a stale step, an
         overflowing sum) is raised as the service's error, as the front would answer it;
         anything else (a shard down, moved, an old map) returns False: the map is forgotten
         (the front's reply brings the new one) and the request goes to the front."""
         if all(_ok(reply) for reply in replies):
             return True
-        trouble = [reply for reply in replies if not isinstance(reply, httpx.Response)
+        trouble = [reply for reply in replies if not isinstance(reply, RESPONSE_TYPES)
                    or reply.status_code >= 500 or reply.status_code == 421]
         if not trouble:
             raise failure(next(reply for reply in replies  # type: ignore[arg-type]
@@ -237,7 +237,7 @@ class Router:
 
     def lookup_result(self, shard_map: ShardMap, where: Split, id_array: np.ndarray,
                       calls: list[tuple[int, str, Call[Any]]],
-                      replies: list[httpx.Response | Exception]) -> Lookup | None:
+                      replies: list[AnyResponse | Exception]) -> Lookup | None:
         if not self.succeeded(shard_map, calls, replies):
             return None
         rows = {shard: npy.read(reply.content, field="the reply")[0]  # type: ignore[union-attr]
@@ -267,7 +267,7 @@ class Router:
                 for shard, body in enumerate(bodies)]
 
     def push_result(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
-                    replies: list[httpx.Response | Exception]) -> PushResult | None:
+                    replies: list[AnyResponse | Exception]) -> PushResult | None:
         if not self.succeeded(shard_map, calls, replies):
             return None
         answers = [orjson.loads(reply.content) for reply in replies]  # type: ignore[union-attr]
@@ -282,10 +282,10 @@ class Router:
                                             call.params))]
 
     def apply_result(self, shard_map: ShardMap, calls: list[tuple[int, str, Call[Any]]],
-                     replies: list[httpx.Response | Exception]) -> ApplyResult | None:
+                     replies: list[AnyResponse | Exception]) -> ApplyResult | None:
         if not self.succeeded(shard_map, calls, replies):
             return None
         reply = replies[0]
-        assert isinstance(reply, httpx.Response)
+        assert isinstance(reply, RESPONSE_TYPES)
         return ApplyResult.from_json(orjson.loads(reply.content),
                                      reply.headers.get("idempotent-replayed") == "true")

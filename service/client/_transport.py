@@ -129,7 +129,7 @@ class PooledHTTPTransport(httpx.BaseTransport):
 
     def send_all(
         self, requests: list[Prepared], timeouts: Mapping[str, float | None],
-    ) -> list[http11.Response | Exception]:
+    ) -> list[http11.Response | httpx.Response | Exception]:
         """Several requests at once, each on a connection of its own (the parts of a request
         split over a table's shards, service.client._routing): every request is written
         first, then every reply read, so the servers work on them together without a thread
@@ -145,7 +145,7 @@ class PooledHTTPTransport(httpx.BaseTransport):
                 if connection is not None:
                     connection.close()
                 started.append((request, None, error))
-        replies: list[http11.Response | Exception] = []
+        replies: list[http11.Response | httpx.Response | Exception] = []
         for request, connection, problem in started:
             if connection is None:
                 assert problem is not None

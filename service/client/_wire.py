@@ -33,6 +33,7 @@ from service.client.models import (
 T = TypeVar("T")
 # A reply: the client's own transports' Response, or any httpx transport's (the same fields)
 AnyResponse = Response | httpx.Response
+RESPONSE_TYPES = (Response, httpx.Response)  # isinstance(reply, RESPONSE_TYPES): a reply
 WireFormat = Literal["binary", "json"]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

@@ -240,20 +240,20 @@ class AsyncEmbeddingClient:
 
     # -- sending ---------------------------------------------------------------------------
     async def _send_parts(self, calls: list[tuple[int, str, Call[Any]]]
-                          ) -> list[httpx.Response | Exception]:
+                          ) -> list[AnyResponse | Exception]:
         """Each part (shard, its server, call) at once, not retried (a part that fails sends
         the whole request to the front)."""
         transport = self._transport
         assert isinstance(transport, PooledAsyncHTTPTransport)
         timeouts = self._router.timeouts
 
-        async def one(url: str, call: Call[Any]) -> httpx.Response | Exception:
+        async def one(url: str, call: Call[Any]) -> AnyResponse | Exception:
             try:
                 return await transport.send(self._router.factory(url).prepare(call), timeouts)
             except Exception as error:  # noqa: BLE001 - that part's failure
                 return error
 
-        replies: list[httpx.Response | Exception] = [None] * len(calls)  # type: ignore[list-item]
+        replies: list[AnyResponse | Exception] = [None] * len(calls)  # type: ignore[list-item]
 
         async def into(index: int, url: str, call: Call[Any]) -> None:
             replies[index] = await one(url, call)

@@ -232,7 +232,7 @@ class EmbeddingClient:
 
     # -- sending ---------------------------------------------------------------------------
     def _send_parts(self, calls: list[tuple[int, str, Call[Any]]]
-                    ) -> list[httpx.Response | Exception]:
+                    ) -> list[AnyResponse | Exception]:
         """Each part (shard, its server, call) at once, not retried (a part that fails sends
         the whole request to the front)."""
         transport = self._transport

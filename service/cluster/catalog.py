@@ -44,8 +44,8 @@ from service.core.sharded_snapshots import (
     read_set_meta,
     write_set_meta,
 )
+from service.core.snapshot_files import META
 from service.core.snapshot_store import POINTER, SnapshotStore, commit_directory
-from service.core.snapshots import META
 
 log = logging.getLogger("service.cluster")
 

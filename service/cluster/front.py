@@ -25,13 +25,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prometheus_client.core import CounterMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.settings import Settings
 from service.client._transport import PooledHTTPTransport
-from service.client._wire import Call, RequestFactory
+from service.client._wire import AnyResponse, Call, RequestFactory
 from service.cluster.runtime import Connection, connect, result
 from service.cluster.table import ClusterTable, request_key
 from service.core.budget import MemoryBudget
@@ -123,13 +122,16 @@ class ClusterRegistry:
     def add_memory_holder(self, holder: MemoryHolder) -> None:
         self._holders.append(holder)
 
-    def create(self, name: str, num_embeddings: int, embedding_dim: int, *,
+    def create(self, name: str, num_embeddings: int | None, embedding_dim: int, *,
                dtype: str = "float32", init: InitSpec | None = None, seed: int | None = None,
                optimizer: dict[str, Any] | None = None, max_staleness: int | None = None,
+               dynamic: dict[str, Any] | None = None,
                shards: int | None = None) -> ClusterTable:
         """A new table over `shards` shard servers (EMBED_SHARDS by default), checked as the
         single-process registry checks one before anything is made."""
         check_table_name(name)
+        if dynamic is not None:
+            raise InvalidRequest("dynamic tables are not sharded yet")
         for field, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
@@ -158,7 +160,7 @@ class ClusterRegistry:
 
         return ray.get_actor(name, namespace=self.settings.ray_namespace)
 
-    def send_all(self, calls: list[tuple[str, Call[Any]]]) -> list[httpx.Response | Exception]:
+    def send_all(self, calls: list[tuple[str, Call[Any]]]) -> list[AnyResponse | Exception]:
         prepared = [self._factory(url).prepare(call) for url, call in calls]
         return self.transport.send_all(prepared, self.timeouts)
 

@@ -18,7 +18,7 @@ import orjson
 
 from service.api.codecs import NPY
 from service.client._async_transport import PooledAsyncHTTPTransport
-from service.client._wire import Call, RequestFactory
+from service.client._wire import AnyResponse, Call, RequestFactory
 from service.core.errors import (
     EmbeddingServiceError,
     InvalidRequest,
@@ -38,7 +38,7 @@ class Unreachable(Exception):
         self.shard = shard
 
 
-def _identity(response: httpx.Response) -> httpx.Response:
+def _identity(response: AnyResponse) -> AnyResponse:
     return response
 
 

@@ -24,13 +24,12 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import orjson
 
 from service.api.errors import error_classes
 from service.client._routing import ShardMap, merge_lookup, merge_push_replies, push_parts
-from service.client._wire import Call
+from service.client._wire import RESPONSE_TYPES, AnyResponse, Call
 from service.cluster.runtime import result
 from service.cluster.shard import Place, TableSpec, own_ids
 from service.core import checks
@@ -55,7 +54,7 @@ request_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("reques
 STATS_SECONDS = 0.5  # /metrics reads a table's bytes and pending rows at most this often
 
 
-def _identity(response: httpx.Response) -> httpx.Response:
+def _identity(response: AnyResponse) -> AnyResponse:
     return response
 
 
@@ -68,6 +67,8 @@ def relayed(code: str, detail: str) -> EmbeddingServiceError:
 
 
 class ClusterTable:
+    ids_are_keys = False  # a fixed table's ids are row numbers (as EmbeddingTable's)
+
     def __init__(self, registry: ClusterRegistry, described: dict[str, Any]) -> None:
         self.registry = registry
         self.spec = TableSpec(**described["spec"])
@@ -212,7 +213,7 @@ class ClusterTable:
         done = orjson.loads(reply.content)
         return ApplyResult(int(done["step"]), int(done["rows_updated"]))
 
-    def send(self, calls: Any) -> list[httpx.Response]:
+    def send(self, calls: Any) -> list[AnyResponse]:
         """Every (shard, call) of `calls()` at once; a shard's refusal raised as the front's
         own; a shard that does not answer: the map asked again once, then ShardUnavailable."""
         for attempt in range(2):
@@ -221,9 +222,9 @@ class ClusterTable:
                                               for shard, call in planned])
             failed = False
             for reply in replies:
-                if isinstance(reply, httpx.Response) and reply.status_code < 400:
+                if isinstance(reply, RESPONSE_TYPES) and reply.status_code < 400:
                     continue
-                if isinstance(reply, httpx.Response) and reply.status_code not in (421, 503) \
+                if isinstance(reply, RESPONSE_TYPES) and reply.status_code not in (421, 503) \
                         and reply.status_code < 500:
                     detail = orjson.loads(reply.content).get("detail", "")
                     raise relayed(reply.headers.get("x-error-code", ""), str(detail))
@@ -262,7 +263,7 @@ def _npy(*arrays: np.ndarray) -> bytes:
     return npy.encode(*arrays)
 
 
-def _npy_array(reply: httpx.Response) -> np.ndarray:
+def _npy_array(reply: AnyResponse) -> np.ndarray:
     from service import npy
 
     return npy.read(reply.content, field="a shard's reply")[0]

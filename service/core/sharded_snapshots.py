@@ -36,6 +36,7 @@ from service.core.errors import SnapshotDamaged
 from service.core.optimizers import make_optimizer
 from service.core.snapshots import fsync_path, read_table
 from service.core.table import EmbeddingTable
+from service.core.table_base import Table
 from service.sharding import shard_of
 
 SET_FORMAT = "embedding-service-sharded-table-snapshot"
@@ -110,7 +111,8 @@ def read_part(part_dir: Path, budget: MemoryBudget | None = None,
               label_ids: int | None = None) -> Part:
     """A part as written. `label_ids`: the table's num_embeddings, the range its labels' ids
     are checked against (labels are keyed by table id, not by the part's row)."""
-    table = read_table(part_dir, budget=budget, label_check=_range_check(label_ids))
+    table = _fixed(read_table(part_dir, budget=budget, label_check=_range_check(label_ids)),
+                   part_dir)
     try:
         with open(part_dir / IDS, "rb") as file:
             ids = npy.load(file, field=IDS)
@@ -129,6 +131,13 @@ def read_part(part_dir: Path, budget: MemoryBudget | None = None,
         raise SnapshotDamaged(str(part_dir / IDS), f"holds ids that are not shard {shard}'s of "
                               f"{shards}")
     return Part(table, ids, shard, shards, pushes, meta.get("journal"))
+
+
+def _fixed(table: Table, where: Path) -> EmbeddingTable:
+    """A part of a fixed table is a fixed table (a dynamic table's parts: another layout)."""
+    if not isinstance(table, EmbeddingTable):
+        raise SnapshotDamaged(str(where), "holds a dynamic table where a fixed one was expected")
+    return table
 
 
 def _range_check(count: int | None) -> Any:
@@ -184,7 +193,7 @@ def read_shard(snapshot_dir: Path, shard: int, shards: int,
             return part
         _, parts = _parts(snapshot_dir, budget)
     else:
-        whole = read_table(snapshot_dir, budget=budget)
+        whole = _fixed(read_table(snapshot_dir, budget=budget), snapshot_dir)
         pushes = whole.pending_gradient.pushes
         parts = [Part(whole, np.arange(whole.num_embeddings, dtype=np.int64), 0, 1, pushes,
                       None)]

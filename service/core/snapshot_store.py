@@ -172,6 +172,7 @@ class SnapshotStore:
             raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
         if current.parent != table_dir or not current.is_dir():
             raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
+        table: Table
         if is_sharded(current):  # written by a cluster-mode service: its parts, put together
             table = read_sharded_table(current, budget)
         else:

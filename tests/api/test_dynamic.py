@@ -53,7 +53,7 @@ def test_table_info_of_a_dynamic_table(api: httpx.Client, table_name: str) -> No
         "name": table_name, "num_embeddings": None, "embedding_dim": 4, "dtype": "float32",
         "init": {"kind": "normal", "std": 0.01}, "seed": 5,
         "optimizer": {"kind": "sgd", "lr": 1.0}, "max_staleness": None, "step": 0,
-        "pending_rows": 0, "labels": 0, "nbytes": info["nbytes"],
+        "pending_rows": 0, "labels": 0, "nbytes": info["nbytes"], "shards": info["shards"],
         "dynamic": {"capacity": 100, "admit_after": 1, "evict": "lru", "ttl_steps": None,
                     "max_candidates": 1_000_000},
         "rows": 0, "evicted_rows": 0,

@@ -62,7 +62,8 @@ async def table_shards(name: str, tables: TablesDep, settings: SettingsDep) -> S
     does, so that only requests it would accept are sent to them."""
     table = tables.get(name)
     served = await run_in_threadpool(tables.shard_map, name)
-    return ShardMapReply(name=name, **served, num_embeddings=table.num_embeddings,
+    return ShardMapReply(name=name, **served,
+                         num_embeddings=getattr(table, "num_embeddings", None),
                          embedding_dim=table.embedding_dim, dtype=table.dtype.name,
                          max_ids_per_request=settings.max_ids_per_request,
                          max_rows_bytes=settings.max_rows_bytes)
