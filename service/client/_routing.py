@@ -46,7 +46,7 @@ class ShardMap:
     generation: str
     version: str
     urls: tuple[str, ...]
-    num_embeddings: int
+    num_embeddings: int | None  # None: a dynamic table (any integer id is a key)
     embedding_dim: int
     dtype: np.dtype[Any]
     max_ids: int
@@ -55,7 +55,8 @@ class ShardMap:
     @classmethod
     def from_json(cls, reply: dict[str, Any]) -> ShardMap:
         return cls(reply["name"], reply["generation"], reply["version"],
-                   tuple(reply["urls"]), int(reply["num_embeddings"]),
+                   tuple(reply["urls"]),
+                   None if reply["num_embeddings"] is None else int(reply["num_embeddings"]),
                    int(reply["embedding_dim"]), np.dtype(reply["dtype"]),
                    int(reply["max_ids_per_request"]), int(reply["max_rows_bytes"]))
 
@@ -75,6 +76,8 @@ class ShardMap:
             return False
         if ids.size * self.embedding_dim * self.dtype.itemsize > self.max_rows_bytes:
             return False
+        if self.num_embeddings is None:
+            return True
         return ids.size == 0 or (int(ids.min()) >= 0 and int(ids.max()) < self.num_embeddings)
 
     def takes_push(self, ids: np.ndarray, grads: np.ndarray) -> bool:
@@ -125,10 +128,13 @@ def push_parts(ids: np.ndarray, grads: np.ndarray, shards: int, dim: int) -> lis
 def merge_push_replies(replies: list[dict[str, Any]]) -> dict[str, Any]:
     """One push's reply from its parts': rows and pending rows summed, the step the lowest
     (the same on every shard unless a step was being taken meanwhile)."""
-    return {"rows": sum(int(reply["rows"]) for reply in replies),
-            "pending_rows": sum(int(reply["pending_rows"]) for reply in replies),
-            "step": min(int(reply["step"]) for reply in replies),
-            "rows_updated": sum(int(reply.get("rows_updated", 0)) for reply in replies)}
+    merged = {"rows": sum(int(reply["rows"]) for reply in replies),
+              "pending_rows": sum(int(reply["pending_rows"]) for reply in replies),
+              "step": min(int(reply["step"]) for reply in replies),
+              "rows_updated": sum(int(reply.get("rows_updated", 0)) for reply in replies)}
+    if any("dropped_rows" in reply for reply in replies):  # a dynamic table's admission
+        merged["dropped_rows"] = sum(int(reply.get("dropped_rows", 0)) for reply in replies)
+    return merged
 
 
 class Unreachable:

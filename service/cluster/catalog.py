@@ -476,9 +476,11 @@ def spec_of(snapshot: Path) -> tuple[TableSpec, int | None]:
             set_meta["shards"]
     try:
         meta = json.loads((meta_dir / META).read_text())
-        spec = TableSpec(meta["name"], count if count is not None else meta["num_embeddings"],
+        dynamic = meta.get("dynamic")  # a dynamic table's settings (no num_embeddings)
+        spec = TableSpec(meta["name"], count if count is not None or dynamic is not None
+                         else meta["num_embeddings"],
                          meta["embedding_dim"], meta["dtype"], meta["init"], meta.get("seed"),
-                         meta["optimizer"], meta.get("max_staleness"))
+                         meta["optimizer"], meta.get("max_staleness"), dynamic)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SnapshotDamaged(str(meta_dir / META), f"cannot be read ({error})") from None
     return spec, shards

@@ -20,6 +20,7 @@ Ray is imported only here and below (service.cluster), and only when this is cal
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from service.client._wire import AnyResponse, Call, RequestFactory
 from service.cluster.runtime import Connection, connect, result
 from service.cluster.table import ClusterTable, request_key
 from service.core.budget import MemoryBudget
+from service.core.dynamic.spec import check_spec
 from service.core.errors import InvalidRequest, TableNotFound
 from service.core.initializers import InitSpec, check_init
 from service.core.optimizers import make_optimizer
@@ -130,9 +132,15 @@ class ClusterRegistry:
         """A new table over `shards` shard servers (EMBED_SHARDS by default), checked as the
         single-process registry checks one before anything is made."""
         check_table_name(name)
-        if dynamic is not None:
-            raise InvalidRequest("dynamic tables are not sharded yet")
-        for field, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
+        if (num_embeddings is None) == (dynamic is None):
+            raise InvalidRequest(
+                "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
+                "(any 64-bit id, rows made on first use), not "
+                + ("both" if dynamic is not None else "neither"))
+        sizes = [("embedding_dim", embedding_dim)]
+        if num_embeddings is not None:
+            sizes.insert(0, ("num_embeddings", num_embeddings))
+        for field, value in sizes:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
         if dtype not in DTYPES:
@@ -142,10 +150,13 @@ class ClusterRegistry:
         init = init or InitSpec()
         check_init(init, DTYPES[dtype])
         rule = make_optimizer(optimizer or {"kind": "sgd"})
+        settings = None if dynamic is None else check_spec(dynamic).as_dict()
+        if settings is not None and seed is None:  # one seed for every shard's initial rows
+            seed = secrets.randbits(63)
         count = shards or self.settings.shards
         spec = {"name": name, "num_embeddings": num_embeddings, "embedding_dim": embedding_dim,
                 "dtype": dtype, "init": init.as_dict(), "seed": seed, "optimizer": rule.config(),
-                "max_staleness": max_staleness}
+                "max_staleness": max_staleness, "dynamic": settings}
         described = result(self.catalog.create_table.remote(spec, count), timeout=600)
         with self._lock:
             table = self._tables[name] = ClusterTable(self, described)

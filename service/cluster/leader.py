@@ -35,6 +35,7 @@ from service import npy
 from service.cluster.peers import Peers, Unreachable
 from service.cluster.shard import ShardTable
 from service.core import checks
+from service.core.dynamic.numbered_steps import merge_candidates
 from service.core.errors import EmbeddingServiceError, ShardUnavailable
 from service.sharding import split
 
@@ -199,6 +200,7 @@ class Leader:
                     await self.settle(txn, results)
                     raise failure
             await self.commit(txn, step)
+            await self.evict_to_capacity()
             return {"step": step, "rows_updated": rows}
 
     async def push_now(self, ids: np.ndarray, grads: np.ndarray, step: int | None) -> Reply:
@@ -210,8 +212,9 @@ class Leader:
             flat_grads = grads.reshape(len(flat_ids), shard.embedding_dim)  # (n, dim)
             if flat_ids.size == 0:  # an empty step changes nothing, as apply() with nothing
                 pending = await self.pending_rows()
-                return {"rows": 0, "pending_rows": pending, "step": shard.step,
-                        "rows_updated": 0}
+                empty = {"rows": 0, "pending_rows": pending, "step": shard.step,
+                         "rows_updated": 0}
+                return empty if shard.spec.dynamic is None else {**empty, "dropped_rows": 0}
             parts = split(flat_ids, shard.place.shards)
             ids_of = parts.parts(flat_ids)
             grads_of = parts.parts(flat_grads)
@@ -221,11 +224,17 @@ class Leader:
                     break
             else:
                 raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
+            updated = sum(result["distinct"] for result in results)
+            if updated == 0:  # every key dropped (a dynamic table's admission): no step, as
+                next_step = shard.step  # in one table; the admission is still counted
             await self.commit(txn, next_step)
-            return {"rows": int(flat_ids.size),
-                    "pending_rows": sum(result["pending_rows"] for result in results),
-                    "step": next_step,
-                    "rows_updated": sum(result["distinct"] for result in results)}
+            await self.evict_to_capacity()
+            reply = {"rows": int(flat_ids.size),
+                     "pending_rows": sum(result["pending_rows"] for result in results),
+                     "step": next_step, "rows_updated": updated}
+            if shard.spec.dynamic is not None:
+                reply["dropped_rows"] = sum(result["dropped_rows"] for result in results)
+            return reply
 
     async def seal(self, rate: float, average: bool) -> tuple[str, int, list[Any]]:
         """Phase one of an apply, numbered the leader's step + 1: (txn, step, replies)."""
@@ -267,6 +276,32 @@ class Leader:
         self.shard.commit("", max(ahead))
         return True
 
+    async def evict_to_capacity(self) -> None:
+        """A dynamic table with a capacity, after a step: while its live rows (on every shard)
+        exceed it, the rows first to leave by its policy, ties to the smaller key, chosen from
+        every shard's candidates (service.core.dynamic.numbered_steps): the rows one table
+        would have evicted. A shard that does not answer leaves the table over capacity until
+        the next step's round (which counts again)."""
+        shard = self.shard
+        capacity = shard.capacity
+        if capacity is None:
+            return
+        statuses = await self.round(shard.stats, "status", fields={})
+        if failure_of(statuses) is not None:
+            return
+        excess = sum(int(status["rows"]) for status in statuses) - capacity
+        if excess <= 0:
+            return
+        found = await self.round(lambda: shard.eviction_candidates(excess), "candidates",
+                                 fields={"count": excess})
+        if failure_of(found) is not None:
+            return
+        chosen = merge_candidates([(np.asarray(each["values"], dtype=np.int64),
+                                    np.asarray(each["keys"], dtype=np.int64))
+                                   for each in found], excess)
+        await self.round(lambda: shard.evict_keys(chosen[0]), "evict",
+                         per_shard=lambda k: {"fields": {"keys": chosen[k].tolist()}})
+
     async def pending_rows(self) -> int:
         results = await self.round(lambda: self.shard.stats(), "status", fields={})
         failure = failure_of(results)
@@ -301,6 +336,7 @@ class Leader:
             failure = failure_of(results)
             if failure is not None:
                 raise failure
+            await self.evict_to_capacity()
             return sum(int(result) for result in results)
 
     # -- after a restart ---------------------------------------------------------------------

@@ -50,13 +50,14 @@ class TableSpec:
     """What a table is made of (the create request's fields), as every shard is told it."""
 
     name: str
-    num_embeddings: int
+    num_embeddings: int | None  # None: a dynamic table (ids are keys)
     embedding_dim: int
     dtype: str = "float32"
     init: dict[str, Any] | None = None
     seed: int | None = None
     optimizer: dict[str, Any] | None = None
     max_staleness: int | None = None
+    dynamic: dict[str, Any] | None = None  # a dynamic table's settings (DynamicSpec's fields)
 
     def init_spec(self) -> InitSpec:
         return InitSpec(**(self.init or {"kind": "normal"}))
@@ -82,6 +83,7 @@ class Prepared:
     sums: np.ndarray  # (k, dim) their gradient for this step
     sealed: SealedGradient | None  # what abort puts back (an apply's sealed gradient)
     counted: int  # pushes the seal took from the shard's count (abort puts them back)
+    candidates: np.ndarray | None = None  # a dynamic table's keys to count for admission
 
 
 def own_ids(num_embeddings: int, place: Place) -> np.ndarray:
@@ -123,6 +125,7 @@ class ShardTable:
         init = spec.init_spec()
         check_init(init, dtype)
         optimizer = make_optimizer(spec.optimizer or {"kind": "sgd"})
+        assert spec.num_embeddings is not None, "a fixed table's spec"
         ids = own_ids(spec.num_embeddings, place)
         shape = (len(ids), spec.embedding_dim)
         needed = shape[0] * shape[1] * dtype.itemsize + optimizer.state_bytes(shape, dtype)
@@ -148,6 +151,7 @@ class ShardTable:
         """The shard restored from its part of a snapshot (service.core.sharded_snapshots)."""
         if part.journal is not None:
             journal.load_json(part.journal)
+        assert isinstance(part.table, EmbeddingTable)
         return cls(spec, place, part.table, part.ids, part.pushes, journal)
 
     # -- what the API layer reads -----------------------------------------------------------
@@ -164,8 +168,17 @@ class ShardTable:
         return self.table.embedding_dim
 
     @property
-    def num_embeddings(self) -> int:
+    def num_embeddings(self) -> int | None:
         return self.spec.num_embeddings
+
+    @property
+    def ids_are_keys(self) -> bool:
+        return self.spec.dynamic is not None
+
+    @property
+    def capacity(self) -> int | None:
+        """The whole table's capacity (a dynamic table's), which its leader keeps."""
+        return None
 
     @property
     def step(self) -> int:
@@ -195,6 +208,7 @@ class ShardTable:
 
     def check_ids(self, ids: np.ndarray) -> None:
         """Integer ids in [0, num_embeddings) of the whole table."""
+        assert self.spec.num_embeddings is not None
         checks.check_ids(ids, self.spec.num_embeddings, self.spec.name)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -343,6 +357,13 @@ class ShardTable:
         self.pushes += prepared.counted
         if prepared.sealed is not None:
             self.table.unseal(prepared.sealed)
+
+    # -- eviction by capacity (a dynamic table's: service.cluster.dynamic_shard) -------------
+    def eviction_candidates(self, count: int) -> dict[str, list[int]]:
+        return {"values": [], "keys": []}  # a fixed table keeps every row
+
+    def evict_keys(self, keys: np.ndarray) -> int:
+        return 0
 
     # -- importing weights ----------------------------------------------------------------
     def stage_weights(self, token: str, ids: np.ndarray, rows: np.ndarray) -> None:

@@ -33,6 +33,8 @@ from service.client._wire import RESPONSE_TYPES, AnyResponse, Call
 from service.cluster.runtime import result
 from service.cluster.shard import Place, TableSpec, own_ids
 from service.core import checks
+from service.core.dynamic.spec import check_spec
+from service.core.dynamic.table import check_rows_to_set, keys_of
 from service.core.errors import (
     EmbeddingServiceError,
     InvalidRequest,
@@ -67,11 +69,11 @@ def relayed(code: str, detail: str) -> EmbeddingServiceError:
 
 
 class ClusterTable:
-    ids_are_keys = False  # a fixed table's ids are row numbers (as EmbeddingTable's)
-
     def __init__(self, registry: ClusterRegistry, described: dict[str, Any]) -> None:
         self.registry = registry
         self.spec = TableSpec(**described["spec"])
+        # a dynamic table's ids are keys (as DynamicTable's), a fixed one's row numbers
+        self.ids_are_keys = self.spec.dynamic is not None
         self.name = self.spec.name
         self.dtype = DTYPES[self.spec.dtype]
         self.embedding_dim = self.spec.embedding_dim
@@ -121,8 +123,18 @@ class ClusterTable:
     def nbytes(self) -> int:
         return sum(int(each.get("nbytes", 0)) for each in self.stats(fresh=False))
 
+    @property
+    def live_rows(self) -> int:
+        """A dynamic table's rows on every shard (a fixed one: num_embeddings)."""
+        return sum(int(each.get("rows", 0)) for each in self.stats())
+
     def info(self) -> dict[str, Any]:
         found = self.stats()
+        more: dict[str, Any] = {}
+        if self.spec.dynamic is not None:
+            more = {"dynamic": check_spec(self.spec.dynamic).as_dict(),
+                    "rows": sum(int(each.get("rows", 0)) for each in found),
+                    "evicted_rows": sum(int(each.get("evicted_rows", 0)) for each in found)}
         return {"name": self.name, "num_embeddings": self.num_embeddings,
                 "embedding_dim": self.embedding_dim, "dtype": self.dtype.name,
                 "init": self.init.as_dict(), "seed": self.spec.seed,
@@ -131,10 +143,13 @@ class ClusterTable:
                 "pending_rows": sum(int(each.get("pending_rows", 0)) for each in found),
                 "labels": int(found[0].get("labels", 0)),
                 "nbytes": sum(int(each.get("nbytes", 0)) for each in found),
-                "shards": self.shards}
+                "shards": self.shards, **more}
 
     def check_ids(self, ids: np.ndarray) -> None:
-        checks.check_ids(ids, self.num_embeddings, self.name)
+        if self.num_embeddings is None:  # a dynamic table: any integer is a key
+            checks.check_id_kind(ids)
+        else:
+            checks.check_ids(ids, self.num_embeddings, self.name)
 
     # -- the three operations -------------------------------------------------------------
     def lookup(self, ids: np.ndarray, out: np.ndarray | None = None, *,
@@ -237,8 +252,34 @@ class ClusterTable:
                                "restarting or its node is gone); retry shortly")
 
     # -- weights ----------------------------------------------------------------------------
+    def export_rows(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """A dynamic table's (keys ascending, their rows, the step): every shard's live rows
+        (Ray calls at once; shards read at slightly different instants if training runs)."""
+        handles = [self.registry.server(name) for name in self.servers]
+        parts = result([handle.export_rows.remote() for handle in handles], timeout=600)
+        keys = np.concatenate([np.asarray(part[0], dtype=np.int64) for part in parts])
+        rows = np.concatenate([np.asarray(part[1]).reshape(-1, self.embedding_dim)
+                               for part in parts])
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order], min(int(part[2]) for part in parts)
+
+    def set_rows(self, ids: np.ndarray, weights: np.ndarray) -> int:
+        """A dynamic table's import: each shard sets its keys' rows (made where absent), every
+        shard's pending gradient dropped, then the leader evicts by capacity; checked here
+        whole first, as DynamicTable.set_rows checks."""
+        keys = keys_of(ids)  # (n,)
+        check_rows_to_set(self.name, self.embedding_dim, self.dtype, keys, weights)
+        token = uuid.uuid4().hex
+        handles = [self.registry.server(name) for name in self.servers]
+        where = split(keys, self.shards)
+        result([handle.stage_weights.remote(token, keys[where.positions[shard]],
+                                             weights[where.positions[shard]])
+                for shard, handle in enumerate(handles)])
+        return int(result(handles[0].replace_weights.remote(token)))
+
     def replace_weights(self, weights: np.ndarray) -> int:
         """Every shard's rows of `weights` at once, between two steps; pending rows dropped."""
+        assert self.num_embeddings is not None, "a fixed table's"
         shape = (self.num_embeddings, self.embedding_dim)
         if weights.shape != shape or weights.dtype != self.dtype:
             raise InvalidRequest(
@@ -248,13 +289,13 @@ class ClusterTable:
         handles = [self.registry.server(name) for name in self.servers]
         staged = []
         for shard, handle in enumerate(handles):
-            ids = own_ids(self.num_embeddings, Place(shard, self.shards, self.generation))
+            ids = own_ids(shape[0], Place(shard, self.shards, self.generation))
             staged.append(handle.stage_weights.remote(token, ids, weights[ids]))
         result(staged)
         return int(result(handles[0].replace_weights.remote(token)))
 
     def row_view(self) -> ClusterRows:
-        return ClusterRows(self)
+        return KeyedClusterRows(self) if self.ids_are_keys else ClusterRows(self)
 
 
 def _npy(*arrays: np.ndarray) -> bytes:
@@ -270,8 +311,10 @@ def _npy_array(reply: AnyResponse) -> np.ndarray:
 
 
 def _push_result(reply: dict[str, Any]) -> PushResult:
+    dropped = reply.get("dropped_rows")
     return PushResult(int(reply["rows"]), int(reply["pending_rows"]), int(reply["step"]),
-                      int(reply.get("rows_updated", 0)))
+                      int(reply.get("rows_updated", 0)),
+                      None if dropped is None else int(dropped))
 
 
 class ClusterLabels:
@@ -325,10 +368,10 @@ class ClusterRows:
         return self.table.dtype
 
     def live_rows(self) -> int:
-        return self.table.num_embeddings
+        return self.table.num_embeddings or 0
 
     def blocks(self, block_rows: int, out: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        count = self.table.num_embeddings
+        count = self.table.num_embeddings or 0
         for start in range(0, count, block_rows):
             ids = np.arange(start, min(start + block_rows, count), dtype=np.int64)  # (b,)
             rows, _ = self.table.lookup(ids)
@@ -341,3 +384,32 @@ class ClusterRows:
 
     def check_label_ids(self, ids: np.ndarray) -> None:
         self.table.check_ids(ids)
+
+
+class KeyedClusterRows(ClusterRows):
+    """The RowView of a sharded dynamic table: its live keys (every shard's, ascending) and
+    their rows, read once (as service.core.dynamic.view.KeyedRows lists its keys once)."""
+
+    def live_rows(self) -> int:
+        return self.table.live_rows
+
+    def blocks(self, block_rows: int, out: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        keys, rows, _ = self.table.export_rows()  # (n,), (n, dim)
+        for start in range(0, len(keys), block_rows):
+            block = rows[start : start + block_rows]
+            out[: len(block)] = block
+            yield keys[start : start + block_rows], out[: len(block)]
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        keys = keys_of(ids)
+        live, _, _ = self.table.export_rows()
+        present = np.isin(keys, live)
+        if not present.all():
+            absent = int(keys[np.argmin(present)])
+            raise InvalidRequest(f"id {absent} has no row in table {self.name!r} (a dynamic "
+                                 "table holds rows for the keys it trained and kept)")
+        rows, _ = self.table.lookup(keys)
+        return rows.reshape(*np.shape(ids), self.embedding_dim)
+
+    def check_label_ids(self, ids: np.ndarray) -> None:
+        checks.check_id_kind(ids)

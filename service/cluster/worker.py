@@ -34,6 +34,7 @@ import uvicorn
 from service.api.allocator import tune_malloc
 from service.api.server import build_config
 from service.api.settings import Settings
+from service.cluster.dynamic_shard import shard_class
 from service.cluster.journal import Journal
 from service.cluster.leader import Leader
 from service.cluster.peers import Peers, Unreachable
@@ -126,9 +127,9 @@ class ShardServer:
         lost: dict[str, int] = {}
         if snapshot:
             part = read_shard(Path(snapshot), place.shard, place.shards, self.budget)
-            shard = ShardTable.of_part(spec, place, part, journal)
+            shard = shard_class(spec).of_part(spec, place, part, journal)
         else:
-            shard = ShardTable.fresh(spec, place, journal, self.budget)
+            shard = shard_class(spec).fresh(spec, place, journal, self.budget)
         hosted.shard = shard
         self.peers = Peers(spec.name, place.generation,
                            self.settings.token.get_secret_value() if self.settings.token
@@ -225,6 +226,10 @@ class ShardServer:
         if operation == "count":
             return len(store), store.nbytes
         raise ValueError(f"no labels operation {operation!r}")
+
+    def export_rows(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """A dynamic table's shard: its keys (ascending), their rows and the step."""
+        return self._shard().table.export_rows()  # type: ignore[attr-defined, no-any-return]
 
     def stage_weights(self, token: str, ids: np.ndarray, rows: np.ndarray) -> None:
         self._shard().stage_weights(token, ids, rows)

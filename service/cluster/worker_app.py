@@ -290,6 +290,10 @@ class WorkerApp:
             reply = shard.snapshot_capture()
         elif operation == "swap":
             reply = shard.swap_weights(str(fields["token"]))
+        elif operation == "candidates":  # a dynamic table's eviction by capacity
+            reply = shard.eviction_candidates(int(fields["count"]))
+        elif operation == "evict":
+            reply = shard.evict_keys(np.asarray(fields["keys"], dtype=np.int64))
         else:
             raise ShardMapChanged(f"{operation!r} is not an internal operation")
         return Response(orjson.dumps(reply), media_type=JSON)

@@ -32,6 +32,8 @@ import numpy as np
 
 from service import npy
 from service.core.budget import MemoryBudget
+from service.core.dynamic.resharding import join_parts
+from service.core.dynamic.table import DynamicTable
 from service.core.errors import SnapshotDamaged
 from service.core.optimizers import make_optimizer
 from service.core.snapshots import fsync_path, read_table
@@ -64,7 +66,7 @@ def part_files(ids: np.ndarray, shard: int, shards: int, pushes: int,
 
 
 def write_set_meta(set_dir: Path, *, name: str, shards: int, step: int,
-                   num_embeddings: int) -> None:
+                   num_embeddings: int | None) -> None:
     """cluster.json, fsynced with the directory: written once every part is complete."""
     meta = {"format": SET_FORMAT, "format_version": SET_FORMAT_VERSION, "name": name,
             "shards": shards, "step": step, "num_embeddings": num_embeddings,
@@ -78,9 +80,10 @@ def write_set_meta(set_dir: Path, *, name: str, shards: int, step: int,
 @dataclass
 class Part:
     """One shard's rows: `table` holds them as rows 0..n-1 in id order, `ids` their table ids
-    (ascending); `pushes` the pushes since the last apply it counts; `journal` its extra."""
+    (ascending), or (a dynamic table's shard) `table` holds them by key and `ids` is empty;
+    `pushes` the pushes since the last apply it counts; `journal` its extra."""
 
-    table: EmbeddingTable
+    table: Table
     ids: np.ndarray
     shard: int
     shards: int
@@ -96,7 +99,11 @@ def read_set_meta(set_dir: Path) -> dict[str, Any]:
             raise ValueError(f"format {meta.get('format')!r} version "
                              f"{meta.get('format_version')!r} is not {SET_FORMAT!r} "
                              f"{SET_FORMAT_VERSION}")
-        for field in ("shards", "step", "num_embeddings"):
+        if meta.get("num_embeddings") is not None and (  # None: a dynamic table
+                not isinstance(meta["num_embeddings"], int) or meta["num_embeddings"] < 0):
+            raise ValueError(f"num_embeddings must be an integer >= 0 or null, got "
+                             f"{meta['num_embeddings']!r}")
+        for field in ("shards", "step"):
             if not isinstance(meta.get(field), int) or meta[field] < 0:
                 raise ValueError(f"{field} must be an integer >= 0, got {meta.get(field)!r}")
         if meta["shards"] < 1 or meta.get("parts") != [part_name(k) for k in
@@ -111,8 +118,7 @@ def read_part(part_dir: Path, budget: MemoryBudget | None = None,
               label_ids: int | None = None) -> Part:
     """A part as written. `label_ids`: the table's num_embeddings, the range its labels' ids
     are checked against (labels are keyed by table id, not by the part's row)."""
-    table = _fixed(read_table(part_dir, budget=budget, label_check=_range_check(label_ids)),
-                   part_dir)
+    table = read_table(part_dir, budget=budget, label_check=_range_check(label_ids))
     try:
         with open(part_dir / IDS, "rb") as file:
             ids = npy.load(file, field=IDS)
@@ -123,6 +129,13 @@ def read_part(part_dir: Path, budget: MemoryBudget | None = None,
         raise SnapshotDamaged(str(part_dir), f"has no readable ids or shard.json ({error})"
                               ) from None
     ids = np.asarray(ids)
+    if isinstance(table, DynamicTable):
+        keys = table.live_keys()
+        if len(keys) and not (shard_of(keys, shards) == shard).all():
+            raise SnapshotDamaged(str(part_dir / "keys.npy"), f"holds keys that are not shard "
+                                  f"{shard}'s of {shards}")
+        return Part(table, ids, shard, shards, pushes, meta.get("journal"))
+    table = _fixed(table, part_dir)
     if (ids.dtype != np.int64 or ids.shape != (table.num_embeddings,)
             or (len(ids) > 1 and not (ids[1:] > ids[:-1]).all())):
         raise SnapshotDamaged(str(part_dir / IDS), "must hold the part's ids: int64, one per row, "
@@ -163,10 +176,12 @@ def _parts(snapshot_dir: Path, budget: MemoryBudget | None) -> tuple[dict[str, A
     return meta, parts
 
 
-def read_sharded_table(snapshot_dir: Path, budget: MemoryBudget | None = None) -> EmbeddingTable:
+def read_sharded_table(snapshot_dir: Path, budget: MemoryBudget | None = None) -> Table:
     """The whole table a sharded snapshot holds, as a single-process service serves it:
     bit-identical rows, optimizer state, step, pending gradient and labels."""
     meta, parts = _parts(snapshot_dir, budget)
+    if meta["num_embeddings"] is None:  # a dynamic table: its parts joined by key
+        return _joined(parts, None, 1, budget, capacity_here=True, labels_from=parts[0])
     count = meta["num_embeddings"]
     ids = np.concatenate([part.ids for part in parts])  # (n,)
     if len(ids) != count or not np.array_equal(np.sort(ids), np.arange(count)):
@@ -193,10 +208,16 @@ def read_shard(snapshot_dir: Path, shard: int, shards: int,
             return part
         _, parts = _parts(snapshot_dir, budget)
     else:
-        whole = _fixed(read_table(snapshot_dir, budget=budget), snapshot_dir)
+        whole = read_table(snapshot_dir, budget=budget)
         pushes = whole.pending_gradient.pushes
-        parts = [Part(whole, np.arange(whole.num_embeddings, dtype=np.int64), 0, 1, pushes,
-                      None)]
+        ids = (np.empty(0, np.int64) if isinstance(whole, DynamicTable)
+               else np.arange(_fixed(whole, snapshot_dir).num_embeddings, dtype=np.int64))
+        parts = [Part(whole, ids, 0, 1, pushes, None)]
+    if isinstance(parts[0].table, DynamicTable):  # keys of the new shard, from every part
+        joined = _joined(parts, shard, shards, budget, capacity_here=False,
+                         labels_from=parts[0] if shard == 0 else None)
+        pushes = sum(part.pushes for part in parts) if shard == 0 else 0
+        return Part(joined, np.empty(0, np.int64), shard, shards, pushes, None)
     kept = [_select(part, shard, shards) for part in parts]
     table = _assemble(parts[0].table.name, kept, budget, None,
                       labels_from=parts[0] if shard == 0 else None)
@@ -206,10 +227,23 @@ def read_shard(snapshot_dir: Path, shard: int, shards: int,
     return Part(table, ids, shard, shards, pushes, None)
 
 
+def _joined(parts: list[Part], shard: int | None, shards: int, budget: MemoryBudget | None,
+            *, capacity_here: bool, labels_from: Part | None) -> DynamicTable:
+    """A dynamic table of the parts' keys of `shard` (None: all), with the labels of
+    `labels_from` (shard 0 keeps a table's labels)."""
+    tables = [part.table for part in parts]
+    assert all(isinstance(table, DynamicTable) for table in tables)
+    table = join_parts(tables, [part.pushes for part in parts], shard,  # type: ignore[arg-type]
+                       shards, budget, capacity_here=capacity_here)
+    if labels_from is not None and len(labels_from.table.labels):
+        table.labels.load_json(labels_from.table.labels.to_json(), lambda ids: None)
+    return table
+
+
 def _select(part: Part, shard: int, shards: int) -> Part:
     """The rows of `part` that belong to `shard` of `shards`, with their pending gradient."""
     keep = np.flatnonzero(shard_of(part.ids, shards) == shard)  # (m,) the part's rows kept
-    table = part.table
+    table = _fixed(part.table, Path(part.table.name))
     rows, sums, _ = table.pending()
     local = np.full(len(part.ids), -1, dtype=np.int64)
     local[keep] = np.arange(len(keep))
@@ -229,7 +263,7 @@ def _assemble(name: str, parts: list[Part], budget: MemoryBudget | None, count: 
               labels_from: Part | None = None) -> EmbeddingTable:
     """One table of every part's rows: by table id when `count` (the whole table), else in
     ascending id order (a shard's rows). Labels come from the part that holds them (shard 0)."""
-    first = parts[0].table
+    first = _fixed(parts[0].table, Path(name))
     ids = np.concatenate([part.ids for part in parts])  # (n,)
     if count is not None:  # the whole table: each row goes to its id
         position, size = ids, count
@@ -244,9 +278,10 @@ def _assemble(name: str, parts: list[Part], budget: MemoryBudget | None, count: 
     for part in parts:
         n = len(part.ids)
         where = position[start : start + n]
-        weights[where] = part.table.weights
+        fixed = _fixed(part.table, Path(name))
+        weights[where] = fixed.weights
         for key in state:
-            state[key][where] = part.table.state[key]
+            state[key][where] = fixed.state[key]
         rows, sums, _ = part.table.pending()
         pending_rows.append(where[rows])
         pending_sums.append(sums)

@@ -216,7 +216,8 @@ def read_table(
     from service.core.dynamic import snapshots as dynamic_snapshots
 
     if meta.get("format") == dynamic_snapshots.FORMAT:
-        return dynamic_snapshots.read_dynamic(directory, meta, budget=budget)
+        return dynamic_snapshots.read_dynamic(directory, meta, budget=budget,
+                                             label_check=label_check)
     meta_path = directory / META
     try:
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:

@@ -68,7 +68,7 @@ def restore(table: DynamicTable, contents: Contents, rows: dict[str, np.ndarray]
         table._rows = SlotRows.of_arrays(table.optimizer, rows["weights"],
                                         {name: rows[name] for name in table._rows.state})
         table._eviction = EvictionTracker.from_arrays(
-            table._index, table.settings.evict, table.settings.capacity,
+            table._index, table.settings.evict, table.capacity_here,
             table.settings.ttl_steps, np.arange(count), contents.last_step,
             contents.updates, int(contents.last_step.max()) if count else -1)
         if table._admission is not None and contents.admission is not None:

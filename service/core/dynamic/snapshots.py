@@ -86,6 +86,23 @@ def write_dynamic(
     started = time.perf_counter()
     directory.mkdir()
     contents = table.capture()
+    return write_captured(table, directory, contents, started, chunk_bytes=chunk_bytes,
+                          after_chunk=after_chunk)
+
+
+def write_captured(
+    table: DynamicTable,
+    directory: Path,
+    contents: Contents,
+    started: float,
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
+    after_chunk: Callable[[int], None] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> WrittenTable:
+    """The files of a capture the caller took (table.capture(): a cluster-mode shard takes it
+    at the instant its leader chooses) into the existing `directory`, `extra` files beside
+    them (listed in meta.json); the capture is released."""
     try:
         _stream_rows(table, directory, contents, chunk_bytes, after_chunk)
     finally:
@@ -101,6 +118,8 @@ def write_dynamic(
         stream_npy(directory / file_name, np.ascontiguousarray(array), chunk_bytes, None)
     if len(table.labels):
         (directory / LABELS).write_bytes(table.labels.to_json())
+    for file_name, content in (extra or {}).items():
+        (directory / file_name).write_bytes(content)
     admission = None if contents.admission is None else {
         "candidates": len(contents.admission["keys"]),
         "pushes": int(contents.admission["pushes"]),
@@ -140,7 +159,8 @@ def _stream_rows(table: DynamicTable, directory: Path, contents: Contents, chunk
 
 
 def read_dynamic(directory: Path, meta: dict[str, Any], *,
-                 budget: MemoryBudget | None = None) -> DynamicTable:
+                 budget: MemoryBudget | None = None,
+                 label_check: Callable[[np.ndarray], None] | None = None) -> DynamicTable:
     """The dynamic table a snapshot directory holds (meta: its meta.json, read)."""
     meta_path = directory / META
     version = meta.get("layout_version")
@@ -194,7 +214,7 @@ def read_dynamic(directory: Path, meta: dict[str, Any], *,
         table.restore(contents, row_arrays)
     except ValueError as error:  # the building blocks' own consistency checks
         raise SnapshotDamaged(str(directory), str(error)) from None
-    read_labels(directory, files, table)
+    read_labels(directory, files, table, label_check)
     return table
 
 
@@ -213,4 +233,4 @@ def _check_keys(path: Path, keys: np.ndarray) -> None:
         raise SnapshotDamaged(str(path), "keys must be distinct and ascending")
 
 
-__all__ = ["FORMAT", "LAYOUT_VERSION", "read_dynamic", "write_dynamic"]
+__all__ = ["FORMAT", "LAYOUT_VERSION", "read_dynamic", "write_captured", "write_dynamic"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
-from service.core.dynamic import capture, warmup
+from service.core.dynamic import capture, numbered_steps, warmup
 from service.core.dynamic.admission import AdmissionCounter
 from service.core.dynamic.contents import Contents
 from service.core.dynamic.eviction import EvictionTracker
@@ -44,6 +44,30 @@ from service.core.errors import InvalidRequest
 from service.core.initializers import InitSpec
 from service.core.optimizers import Optimizer
 from service.core.table_base import Table
+
+
+def keys_of(ids: np.ndarray) -> np.ndarray:
+    """(n,) the ids as C-contiguous int64 keys; InvalidRequest unless integers."""
+    checks.check_id_kind(ids)
+    return kernels.c_array(as_keys(ids).reshape(-1), np.int64)
+
+
+def check_rows_to_set(name: str, dim: int, dtype: np.dtype[Any], keys: np.ndarray,
+                      weights: np.ndarray) -> None:
+    """What set_rows refuses (InvalidRequest): weights not (n, dim) of the table's dtype, a
+    repeated key, a row not finite (also checked by a cluster-mode front before any shard)."""
+    if weights.shape != (len(keys), dim) or weights.dtype != dtype:
+        raise InvalidRequest(
+            f"weights must have shape [{len(keys)}, {dim}] (one row per id) and dtype {dtype} "
+            f"like table {name!r}, got {list(weights.shape)} {weights.dtype}")
+    distinct, slot_of_id = kernels.sorted_distinct(keys)
+    if len(distinct) != len(keys):
+        repeated = distinct[np.bincount(slot_of_id) > 1][0]
+        raise InvalidRequest(f"ids must be distinct, got {int(repeated)} more than once")
+    finite = np.isfinite(weights).all(axis=1)  # (n,)
+    if not finite.all():
+        raise InvalidRequest(f"weights must be finite, got NaN or infinity in the row of "
+                             f"id {int(keys[np.argmin(finite)])}")
 
 
 class DynamicTable(Table):
@@ -64,7 +88,10 @@ class DynamicTable(Table):
         seed: int | None = None,
         max_staleness: int | None = None,
         budget: MemoryBudget | None = None,
+        capacity_here: bool = True,
     ) -> None:
+        """capacity_here=False: a shard of a cluster-mode table, whose leader evicts by
+        capacity for the whole table (service.core.dynamic.numbered_steps); the ttl stays."""
         warmup.ensure_ready()  # the kernels are compiled (or loaded) before any is used
         # initial rows depend on the seed: one is chosen now if none was given, and kept
         super().__init__(name, embedding_dim, optimizer, dtype=dtype, init=init,
@@ -74,8 +101,9 @@ class DynamicTable(Table):
         self.evicted_rows = 0  # rows removed by eviction since creation
         self._index = KeyIndex()
         self._rows = SlotRows(embedding_dim, self.dtype, optimizer)
+        self.capacity_here = self.settings.capacity if capacity_here else None
         self._eviction = EvictionTracker(self._index, self.settings.evict,
-                                         self.settings.capacity, self.settings.ttl_steps)
+                                         self.capacity_here, self.settings.ttl_steps)
         self._admission: AdmissionCounter | None = (
             AdmissionCounter(self.settings.admit_after, self.settings.max_candidates)
             if self.settings.admit_after > 1 else None)
@@ -105,8 +133,7 @@ class DynamicTable(Table):
 
     def keys_of(self, ids: np.ndarray) -> np.ndarray:
         """(n,) the ids as C-contiguous int64 keys; InvalidRequest unless integers."""
-        checks.check_id_kind(ids)
-        return kernels.c_array(as_keys(ids).reshape(-1), np.int64)
+        return keys_of(ids)
 
     def initial_rows(self, keys: np.ndarray) -> np.ndarray:
         """(n, dim) the initial rows of keys: what a lookup of a key without a row returns."""
@@ -209,7 +236,7 @@ class DynamicTable(Table):
         slot_count = index.slot_count + max(0, new_keys.size - index.free_count)
         if self.budget is not None:
             live = len(index) + new_keys.size  # then evicted: at most all (ttl), or the excess
-            capacity = self.settings.capacity
+            capacity = self.capacity_here
             freed = live if self.settings.ttl_steps else max(0, live - (capacity or live))
             growth = (self._rows.growth_bytes(slot_count)
                       + index.nbytes_after(new_keys.size, freed) - index.nbytes
@@ -234,19 +261,7 @@ class DynamicTable(Table):
         keep theirs), as an update at the current step (eviction runs after it). The pending
         gradient, computed on the old weights, is dropped: returns its rows."""
         keys = self.keys_of(keys)  # (n,)
-        if weights.shape != (len(keys), self.embedding_dim) or weights.dtype != self.dtype:
-            raise InvalidRequest(
-                f"weights must have shape [{len(keys)}, {self.embedding_dim}] (one row per id) "
-                f"and dtype {self.dtype} like table {self.name!r}, got {list(weights.shape)} "
-                f"{weights.dtype}")
-        distinct, slot_of_id = kernels.sorted_distinct(keys)
-        if len(distinct) != len(keys):
-            repeated = distinct[np.bincount(slot_of_id) > 1][0]
-            raise InvalidRequest(f"ids must be distinct, got {int(repeated)} more than once")
-        finite = np.isfinite(weights).all(axis=1)  # (n,)
-        if not finite.all():
-            raise InvalidRequest(f"weights must be finite, got NaN or infinity in the row of "
-                                 f"id {int(keys[np.argmin(finite)])}")
+        check_rows_to_set(self.name, self.embedding_dim, self.dtype, keys, weights)
         with self._locked():
             slots, _ = self._make_rows(keys, weights)
             self._rows.before_write(slots)
@@ -257,6 +272,28 @@ class DynamicTable(Table):
             self._evict(self.step)
             self.tracker.note(None)
             return dropped
+
+    # -- steps numbered by a cluster-mode leader (service.core.dynamic.numbered_steps) -------
+    def leave_capacity_to_leader(self) -> None:
+        """Become a shard's table (as capacity_here=False): no eviction by capacity here."""
+        with self._locked():
+            self.capacity_here = self._eviction.capacity = None
+
+    def decide_admission(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return numbered_steps.decide_admission(self, keys)
+
+    def check_step(self, keys: np.ndarray, sums: np.ndarray, lr: float, step: int) -> None:
+        numbered_steps.check_step(self, keys, sums, lr, step)
+
+    def take_step(self, keys: np.ndarray, sums: np.ndarray, lr: float, step: int,
+                  candidates: np.ndarray | None = None) -> None:
+        numbered_steps.take_step(self, keys, sums, lr, step, candidates)
+
+    def eviction_candidates(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return numbered_steps.eviction_candidates(self, count)
+
+    def evict_keys(self, keys: np.ndarray) -> int:
+        return numbered_steps.evict_keys(self, keys)
 
     # -- snapshots (service.core.dynamic.capture, .snapshots) -------------------------------
     def capture(self) -> Contents:
