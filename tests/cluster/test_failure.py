@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -121,6 +122,10 @@ def run(cluster_service: Callable[..., list[ServiceProcess]], tmp_path: Path,
     # steps lost are counted against the step the table's other shards kept: none is left
     # when every shard restarted (the table is back at its snapshot as a whole)
     assert losses == {"restarts": {"t": len(lost)}, "steps": {"t": 3 if len(lost) == 1 else 0}}
+    text = httpx.get(f"{front.url}/metrics", timeout=30).text  # what an operator reads
+    assert f'embed_cluster_shard_restarts_total{{table="t"}} {float(len(lost))}' in text
+    assert (f'embed_cluster_lost_steps_total{{table="t"}} '
+            f'{float(3 if len(lost) == 1 else 0)}') in text
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""A client of the session's live uvicorn server, and a factory of fresh tables on it."""
+"""A client of the session's live uvicorn server, or of the session's cluster-mode front (its
+tables of 2 shards, the SDK routing each id to its shard), and a factory of fresh tables on it:
+the training layers run against both, unchanged."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from service.client import EmbeddingClient
 from tests.conftest import LiveServer
 
 
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[EmbeddingClient]:
-    with EmbeddingClient(live_server.url) as client:
+@pytest.fixture(params=["uvicorn", "cluster"])
+def client(request: pytest.FixtureRequest) -> Iterator[EmbeddingClient]:
+    server: LiveServer = request.getfixturevalue(
+        "live_server" if request.param == "uvicorn" else "cluster_front")
+    with EmbeddingClient(server.url) as client:
         yield client
 
 
