@@ -27,8 +27,8 @@ from typing import Any, cast
 import ray
 
 from service.api.settings import Settings
+from service.cluster.placement import TableSpec
 from service.cluster.runtime import CATALOG, SERVER_PREFIX, result
-from service.cluster.shard import TableSpec
 from service.core.errors import (
     BudgetExceeded,
     EmbeddingServiceError,

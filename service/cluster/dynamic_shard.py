@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from service.cluster.journal import Journal
-from service.cluster.shard import Place, Prepared, ShardTable, TableSpec
+from service.cluster.placement import Place, TableSpec
+from service.cluster.shard import Prepared, ShardTable
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.dynamic.contents import Contents

@@ -30,47 +30,17 @@ from typing import Any
 import numpy as np
 
 from service.cluster.journal import Journal
+from service.cluster.placement import BLOCK_ROWS, Place, TableSpec, own_ids
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.dynamic import KeyIndex
 from service.core.errors import BudgetExceeded, InvalidRequest, ShardMapChanged
-from service.core.initializers import InitSpec, check_init, initial_weight_blocks
+from service.core.initializers import check_init, initial_weight_blocks
 from service.core.optimizers import make_optimizer
 from service.core.pending import check_finite_sums
 from service.core.sharded_snapshots import Part, part_files
 from service.core.snapshots import TableWrite, WrittenTable
 from service.core.table import DTYPES, EmbeddingTable, SealedGradient
-from service.sharding import shard_of
-
-BLOCK_ROWS = 1 << 16  # ids hashed, and initial rows drawn, this many at a time
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """What a table is made of (the create request's fields), as every shard is told it."""
-
-    name: str
-    num_embeddings: int | None  # None: a dynamic table (ids are keys)
-    embedding_dim: int
-    dtype: str = "float32"
-    init: dict[str, Any] | None = None
-    seed: int | None = None
-    optimizer: dict[str, Any] | None = None
-    max_staleness: int | None = None
-    dynamic: dict[str, Any] | None = None  # a dynamic table's settings (DynamicSpec's fields)
-
-    def init_spec(self) -> InitSpec:
-        return InitSpec(**(self.init or {"kind": "normal"}))
-
-
-@dataclass(frozen=True)
-class Place:
-    """Which shard of which incarnation of a table: `generation` changes when a table of the
-    same name is made again, so a request meant for the old one is told its map is stale."""
-
-    shard: int
-    shards: int
-    generation: str
 
 
 @dataclass
@@ -84,15 +54,6 @@ class Prepared:
     sealed: SealedGradient | None  # what abort puts back (an apply's sealed gradient)
     counted: int  # pushes the seal took from the shard's count (abort puts them back)
     candidates: np.ndarray | None = None  # a dynamic table's keys to count for admission
-
-
-def own_ids(num_embeddings: int, place: Place) -> np.ndarray:
-    """(n_k,) ascending: the ids in [0, num_embeddings) that hash to this shard."""
-    found = [start + np.flatnonzero(shard_of(np.arange(start, min(num_embeddings,
-                                                                    start + BLOCK_ROWS)),
-                                             place.shards) == place.shard)
-             for start in range(0, num_embeddings, BLOCK_ROWS)]
-    return np.concatenate(found) if found else np.empty(0, np.int64)
 
 
 class ShardTable:

@@ -30,8 +30,8 @@ import orjson
 from service.api.errors import error_classes
 from service.client._routing import ShardMap, merge_lookup, merge_push_replies, push_parts
 from service.client._wire import RESPONSE_TYPES, AnyResponse, Call
+from service.cluster.placement import Place, TableSpec, own_ids
 from service.cluster.runtime import result
-from service.cluster.shard import Place, TableSpec, own_ids
 from service.core import checks
 from service.core.dynamic.spec import check_spec
 from service.core.dynamic.table import check_rows_to_set, keys_of

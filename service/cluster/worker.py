@@ -38,7 +38,8 @@ from service.cluster.dynamic_shard import shard_class
 from service.cluster.journal import Journal
 from service.cluster.leader import Leader
 from service.cluster.peers import Peers, Unreachable
-from service.cluster.shard import Place, ShardTable, TableSpec
+from service.cluster.placement import Place, TableSpec
+from service.cluster.shard import ShardTable
 from service.cluster.worker_app import Hosted, worker_app
 from service.core import kernels
 from service.core.budget import MemoryBudget

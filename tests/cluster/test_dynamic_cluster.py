@@ -133,7 +133,7 @@ def test_a_killed_shard_of_a_dynamic_table_comes_back_from_its_snapshot(
 
     from service.cluster.dynamic_shard import DynamicShardTable
     from service.cluster.journal import Journal
-    from service.cluster.shard import Place
+    from service.cluster.placement import Place
     from service.core.sharded_snapshots import read_shard
     from tests.cluster.test_dynamic_shard import Cluster, state_of
     from tests.cluster.test_failure import kill_server

@@ -17,7 +17,7 @@ import pytest
 
 from service.cluster.dynamic_shard import DynamicShardTable
 from service.cluster.journal import Journal
-from service.cluster.shard import Place, TableSpec
+from service.cluster.placement import Place, TableSpec
 from service.core.dynamic import DynamicSpec, DynamicTable
 from service.core.dynamic.numbered_steps import merge_candidates
 from service.core.initializers import InitSpec

@@ -12,7 +12,8 @@ import pytest
 
 from service.api.errors import IdempotencyKeyReused
 from service.cluster.journal import Journal, fingerprint
-from service.cluster.shard import Place, ShardTable, TableSpec
+from service.cluster.placement import Place, TableSpec
+from service.cluster.shard import ShardTable
 from service.cluster.worker_app import local_push
 from service.core.errors import InvalidRequest, ShardMapChanged
 from service.core.initializers import InitSpec, initial_weights
