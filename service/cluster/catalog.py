@@ -20,60 +20,29 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
 import ray
 
 from service.api.settings import Settings
+from service.cluster.catalog_records import Losses, ServerRecord, TableRecord
+from service.cluster.catalog_snapshots import spec_of, write_table_snapshot
 from service.cluster.placement import TableSpec
 from service.cluster.runtime import CATALOG, SERVER_PREFIX, result
 from service.core.errors import (
     BudgetExceeded,
     EmbeddingServiceError,
     SnapshotDamaged,
-    StorageError,
     TableExists,
     TableNotFound,
 )
 from service.core.registry import check_table_name
-from service.core.sharded_snapshots import (
-    is_sharded,
-    part_name,
-    read_set_meta,
-    write_set_meta,
-)
-from service.core.snapshot_files import META
-from service.core.snapshot_store import POINTER, SnapshotStore, commit_directory
+from service.core.sharded_snapshots import is_sharded
+from service.core.snapshot_store import SnapshotStore, committed_snapshot
 
 log = logging.getLogger("service.cluster")
-
-
-@dataclass
-class TableRecord:
-    spec: TableSpec
-    shards: int
-    generation: str
-    servers: list[str]
-    version: int = 0  # moves whenever a server's address does
-    committed: list[int] | None = None  # each shard's change count at its last snapshot
-
-
-@dataclass
-class ServerRecord:
-    url: str | None
-    incarnation: str
-    table: str | None = None
-    shard: int = -1
-
-
-@dataclass
-class Losses:
-    """What shard restarts lost, by table (service.cluster.metrics shows them)."""
-
-    restarts: dict[str, int] = field(default_factory=dict)
-    steps: dict[str, int] = field(default_factory=dict)
 
 
 def server_actor() -> Any:
@@ -381,40 +350,8 @@ class Catalog:
 
     def _snapshot_table(self, table: TableRecord) -> dict[str, Any] | None:
         handles = [self.handles[name] for name in table.servers]
-        name = table.spec.name
-        if table.committed is not None and result(
-                [handle.changes.remote() for handle in handles]) == table.committed \
-                and (self.store.tables_dir / name / POINTER).exists():
-            return None
-        started = time.perf_counter()
-        temp = self.store.tmp_dir / f"{name}.{uuid.uuid4().hex[:12]}"
-        temp.mkdir()
-        try:
-            result([handle.snapshot_begin.remote(str(temp / part_name(shard)))
-                    for shard, handle in enumerate(handles)])
-            step = result(handles[0].snapshot_capture.remote())
-            parts = result([handle.snapshot_complete.remote() for handle in handles])
-            write_set_meta(temp, name=name, shards=table.shards, step=step,
-                           num_embeddings=table.spec.num_embeddings)
-            with self.store._directory_lock:
-                if self.tables.get(name) is not table:  # deleted meanwhile
-                    raise TableNotFound(name)
-                stale = commit_directory(self.store.tables_dir, name, temp)
-                table.committed = [part["changes"] for part in parts]
-        except BaseException as error:
-            for handle in handles:
-                handle.snapshot_cancel.remote()
-            _remove(temp)
-            if isinstance(error, TableNotFound):
-                return None
-            if isinstance(error, OSError):
-                raise StorageError(f"the snapshot of table {name!r} could not be written to "
-                                   f"the data directory: {error.strerror}") from None
-            raise
-        for path in stale:
-            _remove(path)
-        return {"name": name, "step": step, "bytes": sum(part["bytes"] for part in parts),
-                "seconds": time.perf_counter() - started}
+        return write_table_snapshot(self.store, table, handles,
+                                    lambda: self.tables.get(table.spec.name) is table)
 
     def _periodic(self) -> None:
         while True:
@@ -449,48 +386,3 @@ class _Tables:
 
     def delete(self, name: str) -> None:
         self.catalog._forget(name)
-
-
-def committed_snapshot(table_dir: Path) -> Path | None:
-    """The snapshot CURRENT names in a table's directory (None: no committed one)."""
-    pointer = table_dir / POINTER
-    if not pointer.exists():
-        return None
-    try:
-        current = table_dir / pointer.read_text().strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
-    if current.parent != table_dir or not current.is_dir():
-        raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
-    return current
-
-
-def spec_of(snapshot: Path) -> tuple[TableSpec, int | None]:
-    """The table a snapshot holds (its create fields), and its shard count if sharded."""
-    import json
-
-    meta_dir, count, shards = snapshot, None, None
-    if is_sharded(snapshot):
-        set_meta = read_set_meta(snapshot)
-        meta_dir, count, shards = snapshot / part_name(0), set_meta["num_embeddings"], \
-            set_meta["shards"]
-    try:
-        meta = json.loads((meta_dir / META).read_text())
-        dynamic = meta.get("dynamic")  # a dynamic table's settings (no num_embeddings)
-        spec = TableSpec(meta["name"], count if count is not None or dynamic is not None
-                         else meta["num_embeddings"],
-                         meta["embedding_dim"], meta["dtype"], meta["init"], meta.get("seed"),
-                         meta["optimizer"], meta.get("max_staleness"), dynamic)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SnapshotDamaged(str(meta_dir / META), f"cannot be read ({error})") from None
-    return spec, shards
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    with contextlib.suppress(OSError):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)

@@ -165,13 +165,7 @@ class SnapshotStore:
             check_table_name(table_dir.name)
         except InvalidRequest as error:
             raise SnapshotDamaged(str(table_dir), error.detail) from None
-        pointer = table_dir / POINTER
-        try:
-            current = table_dir / pointer.read_text().strip()
-        except (OSError, UnicodeDecodeError) as error:
-            raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
-        if current.parent != table_dir or not current.is_dir():
-            raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
+        current = current_snapshot(table_dir)
         table: Table
         if is_sharded(current):  # written by a cluster-mode service: its parts, put together
             table = read_sharded_table(current, budget)
@@ -296,6 +290,27 @@ class SnapshotStore:
             return str(path.relative_to(self.data_dir))
         except ValueError:
             return path.name
+
+
+def current_snapshot(table_dir: Path) -> Path:
+    """The snapshot CURRENT names in a table's directory; SnapshotDamaged if CURRENT cannot be
+    read or names no snapshot of that directory."""
+    pointer = table_dir / POINTER
+    try:
+        current = table_dir / pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SnapshotDamaged(str(pointer), f"cannot be read ({error})") from None
+    if current.parent != table_dir or not current.is_dir():
+        raise SnapshotDamaged(str(pointer), f"names {current.name!r}, which does not exist")
+    return current
+
+
+def committed_snapshot(table_dir: Path) -> Path | None:
+    """current_snapshot, or None where the table's directory has no CURRENT (nothing
+    committed yet)."""
+    if not (table_dir / POINTER).exists():
+        return None
+    return current_snapshot(table_dir)
 
 
 def commit_directory(tables_dir: Path, name: str, temp: Path) -> list[Path]:
