@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.core.table import EmbeddingTable
-from service.core.table_base import Table
 
 
 class RowView(Protocol):
@@ -48,10 +47,26 @@ class RowView(Protocol):
     def check_label_ids(self, ids: np.ndarray) -> None: ...
 
 
+class RowSource(Protocol):
+    """What TableRows reads of a table: a core Table has it (service.core.table_base), and so
+    has cluster mode's sharded table."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def embedding_dim(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def check_ids(self, ids: np.ndarray) -> None: ...
+
+
 class TableRows:
     """What every table's RowView reads the same way: its name, dimension and dtype."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: RowSource) -> None:
         self.table = table
         self.name = table.name
 
