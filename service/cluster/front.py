@@ -36,13 +36,11 @@ from service.cluster.runtime import Connection, connect, result
 from service.cluster.table import ClusterTable, request_key
 from service.core.budget import MemoryBudget
 from service.core.dynamic.spec import check_spec
-from service.core.errors import InvalidRequest, TableNotFound
-from service.core.initializers import InitSpec, check_init
-from service.core.optimizers import make_optimizer
-from service.core.registry import MemoryHolder, check_table_name
+from service.core.errors import TableNotFound
+from service.core.initializers import InitSpec
+from service.core.registry import MemoryHolder, check_table_name, check_table_settings
 from service.core.snapshot_store import RestoreReport, SnapshotReport
 from service.core.snapshots import WrittenTable
-from service.core.table import DTYPES
 
 
 class ClusterRegistry:
@@ -132,24 +130,9 @@ class ClusterRegistry:
         """A new table over `shards` shard servers (EMBED_SHARDS by default), checked as the
         single-process registry checks one before anything is made."""
         check_table_name(name)
-        if (num_embeddings is None) == (dynamic is None):
-            raise InvalidRequest(
-                "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
-                "(any 64-bit id, rows made on first use), not "
-                + ("both" if dynamic is not None else "neither"))
-        sizes = [("embedding_dim", embedding_dim)]
-        if num_embeddings is not None:
-            sizes.insert(0, ("num_embeddings", num_embeddings))
-        for field, value in sizes:
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
-        if dtype not in DTYPES:
-            raise InvalidRequest(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if max_staleness is not None and max_staleness < 0:
-            raise InvalidRequest(f"max_staleness must be >= 0, got {max_staleness!r}")
+        rule = check_table_settings(num_embeddings, embedding_dim, dtype, init, optimizer,
+                                    max_staleness, dynamic)
         init = init or InitSpec()
-        check_init(init, DTYPES[dtype])
-        rule = make_optimizer(optimizer or {"kind": "sgd"})
         settings = None if dynamic is None else check_spec(dynamic).as_dict()
         if settings is not None and seed is None:  # one seed for every shard's initial rows
             seed = secrets.randbits(63)

@@ -34,6 +34,31 @@ def check_table_name(name: str) -> None:
         )
 
 
+def check_table_settings(num_embeddings: int | None, embedding_dim: int, dtype: str,
+                         init: InitSpec | None, optimizer: dict[str, Any] | None,
+                         max_staleness: int | None,
+                         dynamic: DynamicSpec | dict[str, Any] | None) -> Optimizer:
+    """Check a new table's settings (all but its name) before anything is made, the same in
+    a single-process registry and cluster mode's; the table's optimizer rule."""
+    if (num_embeddings is None) == (dynamic is None):
+        raise InvalidRequest(
+            "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
+            "(any 64-bit id, rows made on first use), not "
+            + ("both" if dynamic is not None else "neither"))
+    sizes = [("embedding_dim", embedding_dim)]
+    if num_embeddings is not None:
+        sizes.insert(0, ("num_embeddings", num_embeddings))
+    for field, value in sizes:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
+    if dtype not in DTYPES:
+        raise InvalidRequest(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if max_staleness is not None and max_staleness < 0:
+        raise InvalidRequest(f"max_staleness must be >= 0, got {max_staleness!r}")
+    check_init(init or InitSpec(), DTYPES[dtype])
+    return make_optimizer(optimizer or {"kind": "sgd"})
+
+
 class MemoryHolder(Protocol):
     """Anything holding memory that counts against the budget besides the tables."""
 
@@ -107,23 +132,8 @@ class TableRegistry:
             raise InvalidRequest(
                 f"shards must be 1 here: a single-process service holds a table in one piece "
                 f"(EMBED_CLUSTER=ray spreads tables over shard servers), got {shards}")
-        if (num_embeddings is None) == (dynamic is None):
-            raise InvalidRequest(
-                "give either num_embeddings (a table of ids 0..num_embeddings-1) or dynamic "
-                "(any 64-bit id, rows made on first use), not "
-                + ("both" if dynamic is not None else "neither"))
-        sizes = [("embedding_dim", embedding_dim)]
-        if num_embeddings is not None:
-            sizes.insert(0, ("num_embeddings", num_embeddings))
-        for field, value in sizes:
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidRequest(f"{field} must be a positive integer, got {value!r}")
-        if dtype not in DTYPES:
-            raise InvalidRequest(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if max_staleness is not None and max_staleness < 0:
-            raise InvalidRequest(f"max_staleness must be >= 0, got {max_staleness!r}")
-        check_init(init or InitSpec(), DTYPES[dtype])
-        rule = make_optimizer(optimizer or {"kind": "sgd"})
+        rule = check_table_settings(num_embeddings, embedding_dim, dtype, init, optimizer,
+                                    max_staleness, dynamic)
         if dynamic is not None:
             return self._create_dynamic(name, embedding_dim, rule, check_spec(dynamic), dtype,
                                         init, seed, max_staleness)
