@@ -23,9 +23,7 @@ Writes bench/results/cluster_paths.md (--out elsewhere). docs/cluster.md has the
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,29 +35,12 @@ import numpy as np  # noqa: E402
 from _cluster import NAMESPACE, cluster_front, ray_call_front, ray_instance  # noqa: E402
 from _processes import TOKEN, service  # noqa: E402
 from _report import machine  # noqa: E402
+from _rows import latencies  # noqa: E402
 
 from service.client import EmbeddingClient  # noqa: E402
 from service.sharding import split  # noqa: E402
 
 TABLE, DIM = "paths", 64
-
-
-def latency(sides: dict[str, Callable[[], object]], calls: int, repeats: int) -> dict[str, float]:
-    """Median over repeats of the median single-call time; sides take turns call by call."""
-    names = list(sides)
-    medians: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        sides[name]()
-    for _ in range(repeats):
-        seconds: dict[str, list[float]] = {name: [] for name in names}
-        for call in range(calls):
-            for name in names[call % len(names):] + names[: call % len(names)]:
-                start = time.perf_counter()
-                sides[name]()
-                seconds[name].append(time.perf_counter() - start)
-        for name in names:
-            medians[name].append(statistics.median(seconds[name]))
-    return {name: statistics.median(values) for name, values in medians.items()}
 
 
 def driver_calls(ids: np.ndarray) -> Callable[[], object]:
@@ -107,7 +88,7 @@ def main() -> None:
                          "front -> Ray calls":
                              lambda these=these: ray_fronted.lookup(TABLE, these),
                          "Ray call, driver": driver_calls(these)}
-                results[n] = latency(sides, calls if n == 32 else calls // 6, repeats)
+                results[n] = latencies(sides, calls if n == 32 else calls // 6, repeats)
         ray.shutdown()
     lines = ["# Cluster mode's data path: the candidates", "",
              f"{rows:,} x {DIM} float32, 2 shards; median per call, sides alternating "
