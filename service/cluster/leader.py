@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -181,12 +181,7 @@ class Leader:
         async with self.gate.exclusive():
             shard = self.shard
             rate = shard.table.optimizer.lr if lr is None else float(lr)
-            for _ in range(3):  # a shard ahead of this leader: catch up and number it again
-                txn, step, results = await self.seal(rate, average)
-                if not await self.caught_up(txn, results):
-                    break
-            else:
-                raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
+            txn, step, results = await self.numbered(lambda: self.seal(rate, average))
             rows = sum(result["rows"] for result in results)
             if rows == 0:
                 await self.settle(txn, results, "release")
@@ -218,12 +213,7 @@ class Leader:
             parts = split(flat_ids, shard.place.shards)
             ids_of = parts.parts(flat_ids)
             grads_of = parts.parts(flat_grads)
-            for _ in range(3):  # a shard ahead of this leader: catch up and number it again
-                txn, next_step, results = await self.prepare(ids_of, grads_of)
-                if not await self.caught_up(txn, results):
-                    break
-            else:
-                raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
+            txn, next_step, results = await self.numbered(lambda: self.prepare(ids_of, grads_of))
             updated = sum(result["distinct"] for result in results)
             if updated == 0:  # every key dropped (a dynamic table's admission): no step, as
                 next_step = shard.step  # in one table; the admission is still counted
@@ -263,6 +253,17 @@ class Leader:
             await self.settle(txn, results)
             raise failure
         return txn, step, results
+
+    async def numbered(self, phase_one: Callable[[], Awaitable[tuple[str, int, list[Any]]]]
+                       ) -> tuple[str, int, list[Any]]:
+        """Phase one of a step (seal or prepare): (txn, step, replies). A shard ahead of this
+        leader (caught_up): the leader catches up and numbers the step again, three times at
+        most; then ShardUnavailable."""
+        for _ in range(3):
+            txn, step, results = await phase_one()
+            if not await self.caught_up(txn, results):
+                return txn, step, results
+        raise ShardUnavailable("the table's shards disagree on its step; retry shortly")
 
     async def caught_up(self, txn: str, results: list[Any]) -> bool:
         """Whether a shard said it is already at or past the step being numbered (a leader
