@@ -36,9 +36,22 @@ def single_after(data_dir: Path) -> tuple[np.ndarray, int, int]:
     """A single-process service restored from data_dir, trained on: weights, step, pending."""
     with ServiceProcess(env={"EMBED_DATA_DIR": str(data_dir), "EMBED_LOG_LEVEL": "warning"}
                         ) as single, EmbeddingClient(single.url) as client:
-        steps(2, 3, client)
-        info = client.get_table("t")
-        return client.export_weights("t").copy(), info.step, info.pending_rows
+        return trained_on(client)
+
+
+def trained_on(client: EmbeddingClient) -> tuple[np.ndarray, int, int]:
+    """Three more steps and a pending push, the same on every side: weights, step, pending."""
+    steps(2, 3, client)
+    info = client.get_table("t")
+    return client.export_weights("t").copy(), info.step, info.pending_rows
+
+
+def assert_goes_on_as_single(ours: tuple[np.ndarray, int, int], oracle: Path) -> None:
+    """`ours` (trained_on a restored cluster) is what a single-process service restored from
+    the same snapshot (`oracle`, a copy of the data directory) gets, bit for bit."""
+    expected = single_after(oracle)
+    np.testing.assert_array_equal(ours[0], expected[0])
+    assert ours[1:] == expected[1:]
 
 
 def test_two_shards_restore_as_three(cluster_service: Any, tmp_path: Path) -> None:
@@ -58,12 +71,8 @@ def test_two_shards_restore_as_three(cluster_service: Any, tmp_path: Path) -> No
         info = client.get_table("t")
         assert (info.shards, info.step) == (3, 4)
         np.testing.assert_array_equal(client.export_weights("t"), before)
-        steps(2, 3, client)
-        info = client.get_table("t")
-        ours = (client.export_weights("t").copy(), info.step, info.pending_rows)
-    expected = single_after(oracle)
-    np.testing.assert_array_equal(ours[0], expected[0])
-    assert ours[1:] == expected[1:]
+        ours = trained_on(client)
+    assert_goes_on_as_single(ours, oracle)
 
 
 def test_a_single_process_snapshot_restores_sharded(cluster_service: Any,
@@ -80,9 +89,5 @@ def test_a_single_process_snapshot_restores_sharded(cluster_service: Any,
     with EmbeddingClient(front.url) as client:
         assert client.get_table("t").shards == 3
         np.testing.assert_array_equal(client.export_weights("t"), before)
-        steps(2, 3, client)
-        info = client.get_table("t")
-        ours = (client.export_weights("t").copy(), info.step, info.pending_rows)
-    expected = single_after(oracle)
-    np.testing.assert_array_equal(ours[0], expected[0])
-    assert ours[1:] == expected[1:]
+        ours = trained_on(client)
+    assert_goes_on_as_single(ours, oracle)
