@@ -24,7 +24,8 @@ import numpy as np
 
 from service.cluster.journal import Journal
 from service.cluster.placement import Place, TableSpec
-from service.cluster.shard import Prepared, ShardTable
+from service.cluster.shard import ShardTable
+from service.cluster.shard_steps import Prepared
 from service.core import checks, kernels
 from service.core.budget import MemoryBudget
 from service.core.dynamic.contents import Contents
