@@ -11,6 +11,10 @@ counts of what shard restarts lost (/metrics). Fronts ask it for a table's map a
 Its state is the shard servers' (they outlive it: detached actors): a catalog that Ray
 restarts asks every server in its namespace what it holds. A threaded actor: a server's
 start-up call reaches it while it waits for that server.
+
+Its parts: the shard servers (service.cluster.catalog_servers), writing and reading snapshots
+(service.cluster.catalog_snapshots), what it keeps of tables and servers
+(service.cluster.catalog_records); this module starts it and keeps its tables.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import ray
 
 from service.api.settings import Settings
 from service.cluster.catalog_records import Losses, ServerRecord, TableRecord
+from service.cluster.catalog_servers import CatalogServers
 from service.cluster.catalog_snapshots import spec_of, write_table_snapshot
 from service.cluster.placement import TableSpec
-from service.cluster.runtime import CATALOG, SERVER_PREFIX, result
+from service.cluster.runtime import SERVER_PREFIX, result
 from service.core.errors import (
     BudgetExceeded,
     EmbeddingServiceError,
@@ -45,17 +50,11 @@ from service.core.snapshot_store import SnapshotStore, committed_snapshot
 log = logging.getLogger("service.cluster")
 
 
-def server_actor() -> Any:
-    from service.cluster.worker import ShardServer
-
-    return ray.remote(ShardServer)
-
-
 def catalog_actor() -> Any:
     return ray.remote(Catalog)
 
 
-class Catalog:
+class Catalog(CatalogServers):
     def __init__(self, settings: dict[str, Any], owner: bool) -> None:
         self.payload = settings
         self.settings = Settings(**settings)
@@ -151,91 +150,6 @@ class Catalog:
                 continue
             self.restore_report["restored"].append(spec.name)
 
-    # -- servers ------------------------------------------------------------------------------
-    def _new_servers(self, count: int) -> list[str]:
-        """Start `count` shard servers (spread over the nodes) and wait until they serve."""
-        names = [f"{SERVER_PREFIX}{uuid.uuid4().hex[:12]}" for _ in range(count)]
-        handles = [server_actor().options(
-            name=name, namespace=self.namespace, lifetime="detached", max_restarts=-1,
-            max_concurrency=16, num_cpus=0, scheduling_strategy="SPREAD",
-            resources=dict(self.settings.ray_shard_resources) or None,
-        ).remote(name, CATALOG, self.namespace, self.payload) for name in names]
-        urls = result([handle.ready.remote() for handle in handles])
-        with self.lock:
-            for name, handle, url in zip(names, handles, urls, strict=True):
-                self.handles[name] = handle
-                self.servers[name].url = url
-        return names
-
-    def _fill_pool(self) -> None:
-        """Keep EMBED_SHARDS idle servers ready (one refill at a time)."""
-        if not self.pool_lock.acquire(blocking=False):
-            return
-        try:
-            missing = self.settings.shards - len(self.idle)
-            if missing > 0:
-                names = self._new_servers(missing)
-                with self.lock:
-                    self.idle.extend(names)
-        except Exception:  # noqa: BLE001 - a create starts what it needs itself
-            log.exception("could not start idle shard servers")
-        finally:
-            self.pool_lock.release()
-
-    def _take(self, count: int) -> list[str]:
-        with self.lock:
-            taken, self.idle = self.idle[:count], self.idle[count:]
-        if len(taken) < count:
-            taken += self._new_servers(count - len(taken))
-        threading.Thread(target=self._fill_pool, daemon=True).start()
-        return taken
-
-    def server_started(self, name: str, url: str, incarnation: str) -> dict[str, Any] | None:
-        """A shard server (re)started: its address, and what it held if it restarted."""
-        with self.lock:
-            record = self.servers.get(name)
-            if record is None:
-                self.servers[name] = ServerRecord(url, incarnation)
-                return None
-            record.url, record.incarnation = url, incarnation
-            if record.table is None or record.table not in self.tables:
-                return None
-            table = self.tables[record.table]
-            table.version += 1
-            self.losses.restarts[table.spec.name] = self.losses.restarts.get(
-                table.spec.name, 0) + 1
-            return self._assignment(table, record.shard, restore=True)
-
-    def server_restored(self, name: str, lost: dict[str, int]) -> None:
-        """A restarted server serves again: count what it lost, tell its peers where it is."""
-        with self.lock:
-            record = self.servers[name]
-            table = self.tables.get(record.table or "")
-            if table is None:
-                return
-            lost_steps = max(0, lost.get("step", 0) - lost.get("restored_step", 0))
-            self.losses.steps[table.spec.name] = self.losses.steps.get(
-                table.spec.name, 0) + lost_steps
-            table.version += 1
-            urls = self._urls(table)
-            peers = [self.handles[server] for server in table.servers if server != name]
-        for handle in peers:
-            handle.set_urls.remote(urls)
-
-    def _urls(self, table: TableRecord) -> list[str | None]:
-        return [self.servers[name].url if name in self.servers else None
-                for name in table.servers]
-
-    def _assignment(self, table: TableRecord, shard: int, restore: bool,
-                    snapshot: str | None = None) -> dict[str, Any]:
-        if restore:
-            found = committed_snapshot(self.store.tables_dir / table.spec.name)
-            snapshot = str(found) if found is not None else None
-        return {"spec": asdict(table.spec),
-                "place": {"shard": shard, "shards": table.shards,
-                          "generation": table.generation},
-                "urls": self._urls(table), "snapshot": snapshot}
-
     # -- tables -------------------------------------------------------------------------------
     def create_table(self, spec: dict[str, Any], shards: int) -> dict[str, Any]:
         """A new table over `shards` servers (its rows drawn by each, in parallel)."""
@@ -274,25 +188,6 @@ class Catalog:
             self.tables[spec.name] = table
         if snapshot is not None and not is_sharded(Path(snapshot)):
             table.committed = None  # a single-process snapshot: the next one writes shards
-
-    def _release(self, names: list[str]) -> None:
-        """Servers back to the idle pool (beyond its size, stopped)."""
-        for name in names:
-            handle = self.handles[name]
-            with self.lock:
-                self.servers[name].table, self.servers[name].shard = None, -1
-                keep = len(self.idle) < self.settings.shards
-            if keep:
-                with contextlib.suppress(Exception):
-                    ray.get(handle.release.remote(), timeout=60)
-                    with self.lock:
-                        self.idle.append(name)
-                    continue
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
-            with self.lock:
-                self.servers.pop(name, None)
-                self.handles.pop(name, None)
 
     def delete_table(self, name: str) -> None:
         """The table and its snapshot, or neither (service.core.snapshot_store's delete)."""

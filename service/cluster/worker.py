@@ -82,7 +82,7 @@ class HttpThread:
 
 
 class ShardServer:
-    """Decorated with ray.remote by the catalog (service.cluster.catalog.server_actor)."""
+    """Decorated with ray.remote by the catalog (service.cluster.catalog_servers.server_actor)."""
 
     def __init__(self, name: str, catalog: str, namespace: str, settings: dict[str, Any]) -> None:
         self.name = name
