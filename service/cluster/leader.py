@@ -2,8 +2,8 @@
 
 A table's step is one number for all its shards. Every request that writes weights (an apply,
 an asynchronous push, an import of weights) and every snapshot's instant goes through the
-leader, which lets one run at a time (`StepGate`, exclusive) and has each shard take a step in
-two phases:
+leader, which lets one run at a time (service.cluster.step_gate.StepGate, exclusive) and has
+each shard take a step in two phases:
 
     seal / prepare   each shard sets the step's rows and gradient aside and checks that every
                      new value would be finite (a refusal puts its gradient back)
@@ -34,51 +34,13 @@ import numpy as np
 from service import npy
 from service.cluster.peers import Peers, Unreachable
 from service.cluster.shard import ShardTable
+from service.cluster.step_gate import StepGate
 from service.core import checks
 from service.core.dynamic.numbered_steps import merge_candidates
 from service.core.errors import EmbeddingServiceError, ShardUnavailable
 from service.sharding import split
 
 Reply = dict[str, Any]
-
-
-class StepGate:
-    """One exclusive holder (a step) or any number of shared ones (staleness-checked pushes);
-    a waiting step goes before newly arriving shared holders. For one event loop."""
-
-    def __init__(self) -> None:
-        self._changed = asyncio.Condition()
-        self._shared = 0
-        self._exclusive = False
-        self._steps_waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._changed:
-            self._steps_waiting += 1
-            try:
-                await self._changed.wait_for(lambda: not self._exclusive and not self._shared)
-            finally:
-                self._steps_waiting -= 1
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._exclusive = False
-                self._changed.notify_all()
-
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._exclusive and not self._steps_waiting)
-            self._shared += 1
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._shared -= 1
-                self._changed.notify_all()
 
 
 def unavailable(error: Unreachable) -> ShardUnavailable:
