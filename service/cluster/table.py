@@ -185,12 +185,7 @@ class ClusterTable:
         of it to the leader when it steps the table or carries a step."""
         if not wait:
             raise TableBusy(self.name)
-        checks.check_id_kind(ids)
-        self.check_ids(ids)
-        checks.check_grads(ids, grads, self.embedding_dim)
-        checks.check_step(step)
-        if grads.dtype.kind == "f" and grads.size and not np.isfinite(grads).all():
-            raise InvalidRequest("grads must be finite, got NaN or infinity")
+        checks.check_whole_push(ids, grads, step, self.embedding_dim, self.check_ids)
         key = request_key.get() or uuid.uuid4().hex
         path = f"/v1/tables/{self.name}/gradients"
         if apply or step is not None:

@@ -207,12 +207,7 @@ class WorkerApp:
         replay: bytes | None = shard.journal.replay(key, print_, "push")
         if replay is not None:
             return replay
-        checks.check_id_kind(ids)
-        shard.check_ids(ids)
-        checks.check_grads(ids, grads, shard.embedding_dim)
-        checks.check_step(step)
-        if grads.dtype.kind == "f" and grads.size and not np.isfinite(grads).all():
-            raise InvalidRequest("grads must be finite, got NaN or infinity")
+        checks.check_whole_push(ids, grads, step, shard.embedding_dim, shard.check_ids)
         if apply:
             reply = orjson.dumps(await leader.push_now(ids, grads, step))
         else:

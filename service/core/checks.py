@@ -4,6 +4,8 @@ gradients of the right shape, a step that is not too stale. Each failure is an I
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from service.core.errors import InvalidRequest, StaleGradient
@@ -51,6 +53,20 @@ def check_grads(ids: np.ndarray, grads: np.ndarray, embedding_dim: int) -> None:
 def check_step(step: int | None) -> None:
     if step is not None and step < 0:
         raise InvalidRequest(f"step must be >= 0, got {step}")
+
+
+def check_whole_push(ids: np.ndarray, grads: np.ndarray, step: int | None, embedding_dim: int,
+                     check_table_ids: Callable[[np.ndarray], None]) -> None:
+    """A push checked whole before any part of it is sent on (cluster mode: a front, and the
+    leader's server for a push that steps the table or carries a step): id kind, the table's
+    ids (`check_table_ids`), grads' shape and kind, step, and finite grads, so a refusal is the
+    single-process sentence and no shard changes."""
+    check_id_kind(ids)
+    check_table_ids(ids)
+    check_grads(ids, grads, embedding_dim)
+    check_step(step)
+    if grads.dtype.kind == "f" and grads.size and not np.isfinite(grads).all():
+        raise InvalidRequest("grads must be finite, got NaN or infinity")
 
 
 def check_staleness(
