@@ -25,6 +25,7 @@ from service.core.sharded_snapshots import is_sharded, read_sharded_table
 from service.core.snapshot_store import POINTER
 from service.core.snapshots import read_table
 from service.core.table import EmbeddingTable
+from tests.same_table import assert_same_table
 
 ROWS, DIM = 50, 6
 
@@ -77,20 +78,6 @@ def committed(data_dir: Path, table: str) -> EmbeddingTable:
     snapshot = data_dir / "tables" / table
     snapshot = snapshot / (snapshot / POINTER).read_text().strip()
     return read_sharded_table(snapshot) if is_sharded(snapshot) else read_table(snapshot)
-
-
-def assert_same_table(ours: EmbeddingTable, reference: EmbeddingTable) -> None:
-    np.testing.assert_array_equal(ours.weights, reference.weights)
-    assert ours.state.keys() == reference.state.keys()
-    for name in ours.state:
-        np.testing.assert_array_equal(ours.state[name], reference.state[name])
-    assert ours.step == reference.step
-    rows, sums, pushes = ours.pending()
-    reference_rows, reference_sums, reference_pushes = reference.pending()
-    order, reference_order = np.argsort(rows), np.argsort(reference_rows)
-    np.testing.assert_array_equal(rows[order], reference_rows[reference_order])
-    np.testing.assert_array_equal(sums[order], reference_sums[reference_order])
-    assert pushes == reference_pushes
 
 
 @pytest.mark.parametrize(("optimizer", "dtype", "shards"), [

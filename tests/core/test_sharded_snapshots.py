@@ -22,6 +22,7 @@ from service.core.sharded_snapshots import (
 from service.core.snapshots import TableWrite, write_table
 from service.core.table import EmbeddingTable
 from service.sharding import shard_of
+from tests.same_table import assert_same_table
 
 
 def trained() -> EmbeddingTable:
@@ -51,16 +52,7 @@ def write_parts(parts: list[Part], directory: Path, num_embeddings: int) -> Path
 
 
 def assert_same(ours: EmbeddingTable, reference: EmbeddingTable) -> None:
-    np.testing.assert_array_equal(ours.weights, reference.weights)
-    for name in reference.state:
-        np.testing.assert_array_equal(ours.state[name], reference.state[name])
-    assert ours.step == reference.step
-    rows, sums, pushes = ours.pending()
-    reference_rows, reference_sums, reference_pushes = reference.pending()
-    order, reference_order = np.argsort(rows), np.argsort(reference_rows)
-    np.testing.assert_array_equal(rows[order], reference_rows[reference_order])
-    np.testing.assert_array_equal(sums[order], reference_sums[reference_order])
-    assert pushes == reference_pushes
+    assert_same_table(ours, reference)
     assert ours.labels.items()[0].tolist() == reference.labels.items()[0].tolist()
     assert ours.labels.items()[1] == reference.labels.items()[1]
 

@@ -9,6 +9,7 @@ import pytest
 
 from service.core import InvalidRequest, make_optimizer
 from service.core.table import EmbeddingTable
+from tests.same_table import assert_same_table
 
 OPTIMIZERS = [{"kind": "sgd", "lr": 0.5}, {"kind": "momentum", "lr": 0.1},
               {"kind": "adagrad", "lr": 0.3}, {"kind": "adam", "lr": 0.01}]
@@ -26,19 +27,6 @@ def push_same(tables: tuple[EmbeddingTable, ...], rng: np.random.Generator) -> N
         table.push(ids, grads)
 
 
-def assert_same(one: EmbeddingTable, other: EmbeddingTable) -> None:
-    np.testing.assert_array_equal(one.weights, other.weights)
-    for name in one.state:
-        np.testing.assert_array_equal(one.state[name], other.state[name])
-    assert one.step == other.step
-    rows, sums, pushes = one.pending()
-    other_rows, other_sums, other_pushes = other.pending()
-    order, other_order = np.argsort(rows), np.argsort(other_rows)
-    np.testing.assert_array_equal(rows[order], other_rows[other_order])
-    np.testing.assert_array_equal(sums[order], other_sums[other_order])
-    assert pushes == other_pushes
-
-
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: str(o["kind"]))
 def test_seal_check_take_is_apply(optimizer: dict[str, object]) -> None:
     rng = np.random.default_rng(0)
@@ -51,7 +39,7 @@ def test_seal_check_take_is_apply(optimizer: dict[str, object]) -> None:
         ours.check_step(sealed.rows, sealed.sums, ours.optimizer.lr, ours.step + 1)
         ours.take_step(sealed.rows, sealed.sums, ours.optimizer.lr, ours.step + 1)
         reference.apply()
-        assert_same(ours, reference)
+        assert_same_table(ours, reference)
 
 
 def test_a_step_with_no_rows_moves_only_the_step() -> None:
@@ -67,7 +55,7 @@ def test_unseal_puts_the_gradient_back_in_front_of_later_pushes() -> None:
     push_same((table, reference), rng)
     sealed = table.seal_pending()
     table.unseal(sealed)
-    assert_same(table, reference)  # nothing pushed meanwhile: exactly as before the seal
+    assert_same_table(table, reference)  # nothing pushed meanwhile: exactly as before the seal
     sealed = table.seal_pending()
     ids = rng.permutation(20)[:12]  # pushed while the step was being decided: one term a row
     grads = rng.standard_normal((12, 4)).astype(np.float32)
@@ -94,7 +82,7 @@ def test_a_refused_check_names_the_row_as_told_and_writes_nothing() -> None:
     assert refused.value.detail == (
         "update of table 't' refused: the new weights of row 1009 would not be finite in "
         "float32 (lr=1.0, optimizer sgd); nothing was changed")
-    assert_same(table, reference)
+    assert_same_table(table, reference)
     with pytest.raises(InvalidRequest, match="row 9 would not be finite"):
         table.take_step(rows, sums, 1.0, 1)  # the write path refuses the same way
-    assert_same(table, reference)
+    assert_same_table(table, reference)
