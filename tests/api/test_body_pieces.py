@@ -12,11 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
 
-from tests.api.test_one_write import Transport, ours
+from tests.api.test_one_write import connected, ours
 
 
 def pieces_of(body: bytes, sizes: list[int]) -> list[bytes]:
@@ -52,12 +50,7 @@ def received(protocol_class: Callable[..., Any], body: bytes, sizes: list[int],
         await send({"type": "http.response.body", "body": echo})
 
     async def run() -> bytes:
-        config = uvicorn.Config(app, http=Recording, lifespan="off", log_level="critical")
-        config.load()
-        protocol = Recording(config=config, server_state=ServerState(), app_state={},
-                             _loop=asyncio.get_running_loop())
-        transport = Transport()
-        protocol.connection_made(transport)
+        protocol, transport = connected(Recording, app)
         protocol.data_received(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: "
                                + str(len(body)).encode() + b"\r\n\r\n")
         for piece in pieces_of(body, sizes):

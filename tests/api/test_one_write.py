@@ -88,17 +88,24 @@ class Transport(asyncio.Transport):
         pass
 
 
+def connected(protocol_class: Callable[..., Any], asgi_app: Any) -> tuple[Any, Transport]:
+    """A protocol of `protocol_class` serving `asgi_app` (as uvicorn configures it), connected
+    to a Transport that records its writes. Call from a running event loop."""
+    config = uvicorn.Config(asgi_app, http=protocol_class, lifespan="off", log_level="critical")
+    config.load()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={},
+                              _loop=asyncio.get_running_loop())
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
 def served(protocol_class: Callable[..., Any], requests: list[bytes]) -> list[bytes]:
     """The writes a protocol makes for `requests`, sent one after another on one connection
     (each in its own data_received call, so several may be pending at once: pipelining)."""
 
     async def run() -> list[bytes]:
-        config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_level="critical")
-        config.load()
-        protocol = protocol_class(config=config, server_state=ServerState(), app_state={},
-                                  _loop=asyncio.get_running_loop())
-        transport = Transport()
-        protocol.connection_made(transport)
+        protocol, transport = connected(protocol_class, app)
         for request in requests:
             protocol.data_received(request)
         for _ in range(200):  # until every reply is out (each step lets the tasks run)
@@ -151,13 +158,7 @@ def test_100_continue_is_not_held_back() -> None:
                                                            b"content-length: 5")
 
     async def run() -> list[bytes]:
-        protocol_class = ours()
-        config = uvicorn.Config(app, http=protocol_class, lifespan="off", log_level="critical")
-        config.load()
-        protocol = protocol_class(config=config, server_state=ServerState(), app_state={},
-                                  _loop=asyncio.get_running_loop())
-        transport = Transport()
-        protocol.connection_made(transport)
+        protocol, transport = connected(ours(), app)
         protocol.data_received(head)
         for _ in range(20):
             await asyncio.sleep(0)
